@@ -1,0 +1,60 @@
+"""Install nnunetv2-resunet. ``pip install .`` also installs ``nnunetv2_resunet.pth`` into site-packages, which
+registers our trainer folder in ``nnUNet_extTrainer`` (see ``nnunetv2_resunet/_ext_trainer.py``)."""
+
+import os
+
+from setuptools import setup
+from setuptools.command.build_py import build_py
+
+PTH_FILE = "nnunetv2_resunet.pth"
+
+
+class BuildPyWithPth(build_py):
+    """Ship the .pth file at the root of the wheel, i.e. into site-packages."""
+
+    def run(self):
+        super().run()
+        self.copy_file(PTH_FILE, os.path.join(self.build_lib, PTH_FILE), preserve_mode=False)
+
+    def get_outputs(self, include_bytecode=1):
+        return super().get_outputs(include_bytecode) + [os.path.join(self.build_lib, PTH_FILE)]
+
+
+setup(
+    name="nnunetv2-resunet",
+    version="0.1.0",
+    description="ResUnet (ResNet-34 U-Net with three fixes) and its ablation ladder as nnU-Net v2 trainers",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=[
+        "nnunetv2_resunet",
+        "nnunetv2_resunet.ext_trainers",
+        "nnunetv2_resunet.dataset_conversion",
+    ],
+    # dataset_conversion/ sits at the top of the repository but installs inside our package, so it cannot clash
+    # with another distribution's top-level module of the same generic name.
+    package_dir={"nnunetv2_resunet.dataset_conversion": "dataset_conversion"},
+    install_requires=[
+        # The trainer API (build_network_architecture's signature, the extTrainer lookup) changed across
+        # releases; 2.8.1 is the release this plugin is tested against.
+        "nnunetv2>=2.8.1,<2.9",
+        "torch>=2.1",
+        "dynamic-network-architectures>=0.4",
+        "batchgenerators>=0.25",
+        "SimpleITK>=2.2",
+        "numpy>=1.24",
+        "scipy>=1.10",
+        "h5py>=3.8",
+        "tqdm",
+        "matplotlib",
+    ],
+    extras_require={
+        "test": ["pytest>=7", "medpy>=0.5", "ruff>=0.5"],
+    },
+    entry_points={
+        "console_scripts": [
+        ],
+    },
+    cmdclass={"build_py": BuildPyWithPth},
+)
