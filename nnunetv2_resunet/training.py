@@ -1,0 +1,112 @@
+"""nnU-Net trainers for the ResUnet ladder: one base trainer, then one named shell per config.
+
+Each trainer changes nnU-Net's default in one thing only, the network: data, augmentation, loss, optimiser and
+schedule stay nnU-Net's. ``ResUnetTrainer`` is ResUnet v1.0; ``ResUnetTrainer_v0_1`` .. ``ResUnetTrainer_v1_0`` are
+the ablation ladder (``nnunetv2_resunet.configs``). nnU-Net finds them by name through ``nnUNet_extTrainer`` (see
+``nnunetv2_resunet._ext_trainer``).
+"""
+
+import torch
+from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager, PlansManager
+from torch import nn
+from torch._dynamo import OptimizedModule
+
+from nnunetv2_resunet.configs import LADDER
+from nnunetv2_resunet.network import ResUnet, ResUnetConfig
+from nnunetv2_resunet.pretrained import load_torchvision_resnet, read_pretrained_file
+
+
+def check_2d(configuration_manager: ConfigurationManager, trainer_name: str) -> None:
+    """Raise a clear error for a 3d configuration: ResUnet is a 2D network."""
+    patch_size = configuration_manager.patch_size
+    if len(patch_size) != 2:
+        raise ValueError(
+            f"{trainer_name} trains a 2D network, but configuration '{configuration_manager.configuration_name}' "
+            f"has a {len(patch_size)}D patch size {list(patch_size)}. Use the 2d configuration: -c 2d")
+
+
+class ResUnetTrainer(nnUNetTrainer):
+    """nnU-Net's trainer with the ResUnet network. Subclasses only name another ``resunet_config``."""
+
+    resunet_config: ResUnetConfig = LADDER["v1_0"]
+
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device("cuda")):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        check_2d(self.configuration_manager, self.__class__.__name__)
+
+    @classmethod
+    def build_network_architecture(cls,
+                                   plans_manager: PlansManager,
+                                   configuration_manager: ConfigurationManager,
+                                   num_input_channels: int,
+                                   num_output_channels: int,
+                                   enable_deep_supervision: bool = True) -> nn.Module:
+        """nnU-Net 2.8's hook, called for training and for inference (a classmethod, so each shell's config is
+        used; nnU-Net calls it on the class with the same arguments as its static default)."""
+        check_2d(configuration_manager, cls.__name__)
+        network = ResUnet(num_input_channels, num_output_channels, cls.resunet_config,
+                          deep_supervision=enable_deep_supervision)
+        network.apply(ResUnet.initialize)
+        return network
+
+    def _bare_network(self) -> ResUnet:
+        """The ResUnet inside nnU-Net's DDP and torch.compile wrappers."""
+        network = self.network.module if self.is_ddp else self.network
+        return network._orig_mod if isinstance(network, OptimizedModule) else network
+
+    def _get_deep_supervision_scales(self):
+        """One scale per network output, taken from the network, so that nnU-Net's target downsampling and loss
+        weights match the outputs exactly (nnU-Net derives them from its own pooling plan otherwise)."""
+        if not self.enable_deep_supervision:
+            return None
+        return [[1 / stride] * 2 for stride in self._bare_network().output_strides]
+
+    def initialize(self):
+        super().initialize()
+        if self.resunet_config.imagenet_init:
+            # Before any checkpoint: nnU-Net's --c, --val and -pretrained_weights load afterwards and win.
+            state_dict, path = read_pretrained_file()
+            kept = load_torchvision_resnet(self._bare_network().encoder, state_dict, path)
+            self.print_to_log_file(f"Encoder initialised from ImageNet weights in {path}; "
+                                   f"{len(kept)} encoder tensors without a counterpart keep He init")
+
+
+class ResUnetTrainer_v0_1(ResUnetTrainer):
+    resunet_config = LADDER["v0_1"]
+
+
+class ResUnetTrainer_v0_2(ResUnetTrainer):
+    resunet_config = LADDER["v0_2"]
+
+
+class ResUnetTrainer_v0_3(ResUnetTrainer):
+    resunet_config = LADDER["v0_3"]
+
+
+class ResUnetTrainer_v0_4(ResUnetTrainer):
+    resunet_config = LADDER["v0_4"]
+
+
+class ResUnetTrainer_v0_5(ResUnetTrainer):
+    resunet_config = LADDER["v0_5"]
+
+
+class ResUnetTrainer_v0_6(ResUnetTrainer):
+    resunet_config = LADDER["v0_6"]
+
+
+class ResUnetTrainer_v0_7(ResUnetTrainer):
+    resunet_config = LADDER["v0_7"]
+
+
+class ResUnetTrainer_v1_0(ResUnetTrainer):
+    resunet_config = LADDER["v1_0"]
+
+
+LADDER_TRAINERS: dict[str, type[ResUnetTrainer]] = {
+    t.resunet_config.name: t for t in (ResUnetTrainer_v0_1, ResUnetTrainer_v0_2, ResUnetTrainer_v0_3,
+                                       ResUnetTrainer_v0_4, ResUnetTrainer_v0_5, ResUnetTrainer_v0_6,
+                                       ResUnetTrainer_v0_7, ResUnetTrainer_v1_0)
+}
