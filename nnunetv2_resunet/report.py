@@ -305,8 +305,11 @@ def evaluate_jobs(
     progress = partial(tqdm, total=len(jobs), desc="cases", unit="case", disable=None)
     if num_processes <= 1 or len(jobs) <= 1:
         return [worker(job) for job in progress(jobs)]
-    with ProcessPoolExecutor(max_workers=num_processes) as pool:
+    pool = ProcessPoolExecutor(max_workers=num_processes)
+    try:
         return list(progress(pool.map(worker, jobs, chunksize=1)))
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)  # after an error, do not wait for the remaining cases
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -310,3 +310,47 @@ def test_console_command_missing_validation_case_names_it(tmp_path) -> None:
     completed = subprocess.run(command, env=env, capture_output=True, text=True, cwd=tmp_path)
     assert completed.returncode == 1
     assert "nnUNetTrainer 2d (cv) fold 1 case c3: no prediction c3.nii.gz" in completed.stderr
+
+
+def test_regions_and_ignore_label_from_dataset_json(tmp_path) -> None:
+    from nnunetv2_resunet.report import targets_from_dataset_json
+
+    brats_like = {
+        "labels": {"background": 0, "whole tumor": [1, 2, 3], "tumor core": [2, 3], "enhancing tumor": 3, "ignore": 4},
+        "regions_class_order": [1, 2, 3],
+        "file_ending": ".nii.gz",
+    }
+    targets, ignore = targets_from_dataset_json(brats_like)
+    assert ignore == 4
+    assert [(t.name, t.value, t.is_region) for t in targets] == [
+        ("label 1", 1, False),
+        ("label 2", 2, False),
+        ("enhancing tumor", 3, False),
+        ("whole tumor", (1, 2, 3), True),
+        ("tumor core", (2, 3), True),
+    ]
+
+    gt, pred, out = tmp_path / "gt", tmp_path / "pred", tmp_path / "out"
+    gt.mkdir()
+    pred.mkdir()
+    ref = np.zeros(SHAPE, dtype=np.uint8)
+    ref[2:4, 2:6, 2:6] = 1
+    ref[4:6, 2:6, 2:6] = 2
+    ref[0, 0, :] = 4  # ignored voxels: the prediction's voxels there must not count
+    prediction = ref.copy()
+    prediction[ref == 2] = 1  # core predicted as label 1: whole tumor perfect, tumor core missed
+    prediction[0, 0, :] = 3
+    _write(gt / "x.nii.gz", ref)
+    _write(pred / "x.nii.gz", prediction)
+    (pred / "dataset.json").write_text(json.dumps(brats_like))
+    main(["--pred", str(pred), "--gt", str(gt), "-o", str(out), "-np", "1", "--no-plots"])
+    rows = _read_csv(out / "per_case.csv")
+    whole = _row(rows, "x", "whole tumor")
+    assert (whole["kind"], whole["label"], float(whole["dice"])) == ("region", "1,2,3", 1.0)
+    assert math.isnan(float(whole["hd95"]))  # HD95 for labels only
+    assert float(_row(rows, "x", "tumor core")["dice"]) == 0.0
+    enhancing = _row(rows, "x", "enhancing tumor")
+    assert (enhancing["n_pred"], enhancing["n_ref"], enhancing["pred_empty"]) == ("0", "0", "1")  # ignored voxels
+    report = (out / "report.md").read_text()
+    assert "## Dice for regions (convention `physical`)" in report
+    assert "| pred | 1 | 100.00 | 0.00 |" in report
