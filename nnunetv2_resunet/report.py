@@ -302,7 +302,7 @@ def evaluate_jobs(
         ValueError: from the first failing case, naming the model, fold and case.
     """
     worker = partial(_evaluate_job, targets=targets, ignore_label=ignore_label, tolerance=tolerance)
-    progress = partial(tqdm, total=len(jobs), desc="cases", unit="case", disable=None)
+    progress = partial(tqdm, total=len(jobs), desc="cases", unit="case")
     if num_processes <= 1 or len(jobs) <= 1:
         return [worker(job) for job in progress(jobs)]
     pool = ProcessPoolExecutor(max_workers=num_processes)
