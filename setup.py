@@ -54,6 +54,7 @@ setup(
     },
     entry_points={
         "console_scripts": [
+            "nnUNetv2_resunet_report = nnunetv2_resunet.report:main",
         ],
     },
     cmdclass={"build_py": BuildPyWithPth},
