@@ -625,3 +625,62 @@ class H5VolumeJob(CaseJob):
         check_same_shape(image, label, self.path)
         check_finite(image, self.path)
         write_case(output_folder, self, image, checked_labels(label, self.max_label, self.path), self.geometry)
+
+
+@dataclass(frozen=True)
+class ImageLabelFilesJob(CaseJob):
+    """A case stored as an image file and (optionally) a label file that SimpleITK reads (NIfTI, NRRD).
+
+    Attributes:
+        image_path: The image; its spacing, origin and direction are kept.
+        label_path: The label map, or None for an unlabelled test case.
+        max_label: Largest allowed label value (ignored when ``binarise``).
+        binarise: Write 1 wherever the label is non-zero (in any component), 0 elsewhere.
+    """
+
+    image_path: Path = Path()
+    label_path: Path | None = None
+    max_label: int = 1
+    binarise: bool = False
+
+    def convert(self, output_folder: Path) -> None:
+        """Read, check and write the case; the image array is written as read, the label as uint8."""
+        image = read_image(self.image_path)
+        if image.GetDimension() != 3 or image.GetNumberOfComponentsPerPixel() != 1:
+            raise ConversionError(
+                f"{self.image_path}: expected a 3D single-channel image, got {image.GetDimension()}D with "
+                f"{image.GetNumberOfComponentsPerPixel()} components"
+            )
+        image_array = sitk.GetArrayFromImage(image)
+        check_finite(image_array, self.image_path)
+        label_array = None
+        if self.label_path is not None:
+            label = label_on_image_grid(read_image(self.label_path), image, self.label_path, self.image_path)
+            label_array = sitk.GetArrayFromImage(label)
+            if self.binarise:
+                nonzero = label_array != 0
+                label_array = nonzero.any(axis=-1) if label.GetNumberOfComponentsPerPixel() > 1 else nonzero
+                label_array = label_array.astype(np.uint8)
+            else:
+                label_array = checked_labels(label_array, self.max_label, self.label_path)
+        write_case(output_folder, self, image_array, label_array, Geometry.of_image(image))
+
+
+def header_size(path: Path) -> tuple[int, ...]:
+    """Image size (x, y, z) from a file's header only."""
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError as e:
+        raise ConversionError(f"{path}: cannot read image header ({str(e).strip().splitlines()[-1]})") from e
+    return tuple(reader.GetSize())
+
+
+def check_header_shapes(image_path: Path, label_path: Path) -> None:
+    """Raise if image and label headers promise different sizes."""
+    image_size, label_size = header_size(image_path), header_size(label_path)
+    if image_size != label_size:
+        raise ConversionError(
+            f"{label_path}: label shape {label_size[::-1]} != image shape {image_size[::-1]} of {image_path}"
+        )

@@ -30,6 +30,7 @@ from .common import (
     add_spacing_argument,
     build_parser,
     check_finite,
+    check_header_shapes,
     check_published_cases,
     check_same_shape,
     check_target,
@@ -221,24 +222,10 @@ def collect_btcv(training: Path) -> list[BtcvJob]:
     jobs = []
     for case_id in sorted(image_of):
         image_path, label_path = image_of[case_id][0], label_of[case_id][0]
-        image_size, label_size = _header_size(image_path), _header_size(label_path)
-        if image_size != label_size:
-            raise ConversionError(
-                f"{label_path}: label shape {label_size[::-1]} != image shape {image_size[::-1]} of {image_path}"
-            )
+        check_header_shapes(image_path, label_path)
         subset = "Ts" if case_id in TEST_CASES else "Tr"
         jobs.append(BtcvJob(case_id, subset, image_path=image_path, label_path=label_path))
     return jobs
-
-
-def _header_size(path: Path) -> tuple[int, ...]:
-    reader = sitk.ImageFileReader()
-    reader.SetFileName(str(path))
-    try:
-        reader.ReadImageInformation()
-    except RuntimeError as e:
-        raise ConversionError(f"{path}: cannot read image header ({str(e).strip().splitlines()[-1]})") from e
-    return tuple(reader.GetSize())
 
 
 def plan_synapse(source: Path, spacing: Sequence[float] | None = None) -> ConversionPlan:

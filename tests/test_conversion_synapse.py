@@ -328,7 +328,7 @@ def test_console_command_and_nnunet_integrity(transunet_release: Path, conversio
     )
     assert result.returncode == 0, result.stderr
     assert case_ids(conversion_nnunet_dirs.raw / "Dataset801_Synapse" / "labelsTr") == TRAIN_CASES
-    verified = verify_with_nnunet(801, conversion_nnunet_dirs)
+    verified = verify_with_nnunet(801, conversion_nnunet_dirs, preprocess=False)
     assert verified.returncode == 0, verified.stdout[-3000:] + verified.stderr[-3000:]
     assert "verify_dataset_integrity Done" in verified.stdout
     failed = run_console(
