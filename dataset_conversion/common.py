@@ -684,3 +684,30 @@ def check_header_shapes(image_path: Path, label_path: Path) -> None:
         raise ConversionError(
             f"{label_path}: label shape {label_size[::-1]} != image shape {image_size[::-1]} of {image_path}"
         )
+
+
+@dataclass(frozen=True)
+class SliceStackJob(CaseJob):
+    """A case stored as 2D slice files (npz with ``image`` and ``label``), stacked in the given order."""
+
+    slice_paths: tuple[Path, ...] = ()
+    max_label: int = 1
+    geometry: Geometry = Geometry()
+
+    def convert(self, output_folder: Path) -> None:
+        """Stack the case's 2D slices into one (Z, H, W) volume, check and write it."""
+        images, labels = [], []
+        for path in self.slice_paths:
+            arrays = read_npz(path, ("image", "label"))
+            image, label = arrays["image"], arrays["label"]
+            if image.ndim != 2:
+                raise ConversionError(f"{path}: image must be a 2D slice, got shape {image.shape}")
+            check_same_shape(image, label, path)
+            if images and image.shape != images[0].shape:
+                raise ConversionError(
+                    f"{path}: slice shape {image.shape} differs from {self.slice_paths[0].name}'s {images[0].shape}"
+                )
+            check_finite(image, path)
+            images.append(image)
+            labels.append(checked_labels(label, self.max_label, path))
+        write_case(output_folder, self, np.stack(images), np.stack(labels), self.geometry)

@@ -27,12 +27,11 @@ from .common import (
     ConversionPlan,
     Geometry,
     H5VolumeJob,
+    SliceStackJob,
     add_spacing_argument,
     build_parser,
-    check_finite,
     check_header_shapes,
     check_published_cases,
-    check_same_shape,
     check_target,
     check_unique,
     checked_labels,
@@ -43,7 +42,6 @@ from .common import (
     label_on_image_grid,
     npz_keys,
     read_image,
-    read_npz,
     require_folder,
     run_cli,
     spacing_geometry,
@@ -95,34 +93,6 @@ def btcv_lookup_table() -> np.ndarray:
 
 
 @dataclass(frozen=True)
-class SliceStackJob(CaseJob):
-    """A training case of TransUNet's release: its 2D slice files in slice-number order."""
-
-    slice_paths: tuple[Path, ...] = ()
-    geometry: Geometry = Geometry()
-
-    def convert(self, output_folder: Path) -> None:
-        """Stack the case's 2D slices into one (Z, H, W) volume, check and write it."""
-        images, labels = [], []
-        for path in self.slice_paths:
-            arrays = read_npz(path, ("image", "label"))
-            image, label = arrays["image"], arrays["label"]
-            if image.ndim != 2:
-                raise ConversionError(f"{path}: image must be a 2D slice, got shape {image.shape}")
-            check_same_shape(image, label, path)
-            if images and image.shape != images[0].shape:
-                raise ConversionError(
-                    f"{path}: slice shape {image.shape} differs from {self.slice_paths[0].name}'s {images[0].shape}"
-                )
-            images.append(image)
-            labels.append(label)
-        image_volume, label_volume = np.stack(images), np.stack(labels)
-        where = self.slice_paths[0].parent / f"{self.case_id}_slice*.npz"
-        check_finite(image_volume, where)
-        write_case(output_folder, self, image_volume, checked_labels(label_volume, NUM_ORGANS, where), self.geometry)
-
-
-@dataclass(frozen=True)
 class BtcvJob(CaseJob):
     """A labelled case of the raw BTCV release."""
 
@@ -170,7 +140,7 @@ def collect_transunet_training(folder: Path, geometry: Geometry) -> list[SliceSt
             absent = [k for k in ("image", "label") if k not in npz_keys(path)]
             if absent:
                 raise ConversionError(f"{path}: missing keys {absent} (has {sorted(npz_keys(path))})")
-        jobs.append(SliceStackJob(case_id, "Tr", slice_paths=ordered, geometry=geometry))
+        jobs.append(SliceStackJob(case_id, "Tr", slice_paths=ordered, max_label=NUM_ORGANS, geometry=geometry))
     return jobs
 
 
