@@ -101,7 +101,7 @@ def test_real_acdc_sample_converts_plans_and_trains(tmp_path):
     source = tmp_path / "acdc_h5_sample"
     shutil.copytree(Path(__file__).parent / "data" / "acdc_h5_sample", source)
     workspace.run("nnUNetv2_resunet_convert_acdc", "-i", source, "-d", 802, "-np", 1)
-    workspace.run("nnUNetv2_plan_and_preprocess", "-d", 802, "-c", "2d", "-np", 1)
+    workspace.run("nnUNetv2_plan_and_preprocess", "-d", 802, "-c", "2d", "-np", 1, "-npfp", 1)
     output = workspace.train("ResUnetTrainer")
     summary = json.loads((output / "validation" / "summary.json").read_text())
     assert set(summary["mean"]) == {"1", "2", "3"}  # RV, MYO, LV
