@@ -11,7 +11,8 @@ Decoder widths for deeper encoders: every decoder is sized by the encoder's *nom
 ``planes`` (``stem_width`` and ``widths``: 64, 64, 128, 256, 512), never by the expanded output widths of
 Bottleneck layers (256 .. 2048). A ResNet-50 .. 152 therefore gets the same decoder as a ResNet-34; only the
 skips it concatenates are wider. For the ResUnet decoder this keeps the ladder's numbers exactly (the upsampler
-into a stage maps to the nominal width of the level below the skip; the stage outputs ``decoder_widths``).
+into a stage maps to the nominal width of the level below the skip; the stage outputs ``decoder_widths``). The
+fix-3a tail works at layer4's nominal width too (512; for Bottleneck encoders its first conv compresses 2048).
 
 nnU-Net's network contract is honoured: ``input_channels`` / ``num_classes`` / ``deep_supervision`` keywords,
 ``decoder.deep_supervision`` as a plain flag with every segmentation head always built (so a checkpoint loads with
@@ -54,6 +55,7 @@ class ResUnetConfig:
         skips: Which of ``SKIP_SOURCES`` are concatenated into their decoder stage. A source not listed is a skip
             of width 0: its stage still exists and upsamples, it just fuses nothing.
         bottleneck_convs: Number of 3x3 conv-BN-ReLU (width ``widths[-1]``) appended to the encoder tail (fix 3a).
+            With a Bottleneck encoder the first of them also maps layer4's 2048 channels to that nominal width.
         decoder_widths: Output width of the ResUnet decoder's stages that fuse layer3, layer2, layer1 and the stem
             (only the ``"resunet"`` decoder reads it; the others derive their widths, see the module docstring).
         final_width: Width of the full-resolution stage after the stem's stage.
@@ -125,7 +127,13 @@ class ResNetEncoder(nn.Module):
             in_channels = out_channels
             layer_channels.append(out_channels)
         # Fix 3a: the bottleneck enhancement. Not a torchvision module, so it keeps its own initialisation.
-        self.tail = nn.Sequential(*[conv_bn_relu(in_channels, in_channels) for _ in range(config.bottleneck_convs)])
+        # Its width is layer4's nominal one (512), like every decoder width: for ResNet-18/34 that is layer4's own
+        # width; for ResNet-50+ the first conv compresses 2048 -> 512 (at 2048 wide the two convs would be 75M
+        # parameters, more than the rest of the network).
+        tail_widths = [in_channels] + [config.widths[-1]] * config.bottleneck_convs
+        self.tail = nn.Sequential(*[conv_bn_relu(a, b) for a, b in zip(tail_widths[:-1], tail_widths[1:])])
+        if config.bottleneck_convs:
+            layer_channels[-1] = config.widths[-1]
 
         layer1_stride = 4 if config.stem_maxpool else 2
         self.output_channels = (config.stem_width, *layer_channels)

@@ -90,8 +90,9 @@ def read_pretrained_file(path: str | None = None) -> tuple[dict[str, torch.Tenso
     path = path or os.environ.get(PRETRAINED_ENV_VAR)
     if not path:
         raise PretrainedWeightsError(
-            f"This variant starts from ImageNet weights: set {PRETRAINED_ENV_VAR} to a local torchvision resnet34 "
-            "state-dict file (e.g. resnet34-b627a593.pth from torchvision's model zoo). Nothing is downloaded.")
+            f"This variant starts from ImageNet weights: set {PRETRAINED_ENV_VAR} to a local torchvision ResNet "
+            "state-dict file of the encoder's depth (resnet34 for the ladder, e.g. resnet34-b627a593.pth from "
+            "torchvision's model zoo). Nothing is downloaded.")
     if not os.path.isfile(path):
         raise PretrainedWeightsError(f"{PRETRAINED_ENV_VAR}={path}: no such file")
     try:
