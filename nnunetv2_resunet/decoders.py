@@ -115,8 +115,10 @@ class UNetPlusPlusDecoder(nn.Module):
     """UNet++ (Zhou et al., 2018): nested dense skips, a head on every top node X0_j.
 
     Node X(i, j) (level i, column j >= 1) upsamples X(i+1, j-1) to the width of level i and fuses it with
-    X(i, 0) .. X(i, j-1), where X(i, 0) is the encoder feature (absent where level i is not in ``skips``). Where
-    the shallowest level is not at full resolution, one shared skip-less stage brings every top node there.
+    X(i, 0) .. X(i, j-1), where X(i, 0) is the encoder feature. A level not in ``skips`` drops its lateral X(i, 0)
+    from the nodes of its level; the feature still feeds X(i-1, 1) from below, which is where the nested pathway
+    of the level above starts. Where the shallowest level is not at full resolution, one shared skip-less stage
+    brings every top node there.
 
     Args:
         encoder: Publishes ``feature_names``, ``output_channels``, ``strides``.
