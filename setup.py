@@ -54,6 +54,10 @@ setup(
     },
     entry_points={
         "console_scripts": [
+            "nnUNetv2_resunet_report = nnunetv2_resunet.report:main",
+            "nnUNetv2_resunet_convert_synapse = nnunetv2_resunet.dataset_conversion.convert_synapse:main",
+            "nnUNetv2_resunet_convert_acdc = nnunetv2_resunet.dataset_conversion.convert_acdc:main",
+            "nnUNetv2_resunet_convert_avt = nnunetv2_resunet.dataset_conversion.convert_avt:main",
         ],
     },
     cmdclass={"build_py": BuildPyWithPth},

@@ -27,13 +27,13 @@ from nnunetv2_resunet.pretrained import load_torchvision_resnet, read_pretrained
 from nnunetv2_resunet.registry import NetworkConfig, build_network
 
 
-def check_2d(configuration_manager: ConfigurationManager, trainer_name: str) -> None:
+def check_2d(configuration_manager: ConfigurationManager, trainer_name: str, configuration: str = "") -> None:
     """Raise a clear error for a 3d configuration: ResUnet is a 2D network."""
     patch_size = configuration_manager.patch_size
     if len(patch_size) != 2:
         raise ValueError(
-            f"{trainer_name} trains a 2D network, but configuration '{configuration_manager.configuration_name}' "
-            f"has a {len(patch_size)}D patch size {list(patch_size)}. Use the 2d configuration: -c 2d")
+            f"{trainer_name} trains a 2D network, but configuration {configuration or 'given'} has a "
+            f"{len(patch_size)}D patch size {list(patch_size)}. Use the 2d configuration: -c 2d")
 
 
 class ResUnetTrainer(nnUNetTrainer):
@@ -45,7 +45,7 @@ class ResUnetTrainer(nnUNetTrainer):
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
         super().__init__(plans, configuration, fold, dataset_json, device)
-        check_2d(self.configuration_manager, self.__class__.__name__)
+        check_2d(self.configuration_manager, self.__class__.__name__, configuration)
 
     @classmethod
     def build_network_architecture(cls,

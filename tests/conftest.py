@@ -1,0 +1,160 @@
+"""Shared fixtures: a real nnU-Net workspace (raw, preprocessed, results) on a small synthetic dataset.
+
+Integration tests drive nnU-Net's own CLI (``nnUNetv2_plan_and_preprocess``, ``nnUNetv2_train``,
+``nnUNetv2_predict``) in subprocesses, on CPU, with short-run subclasses of the trainers under test that live in a
+folder named in ``nnUNet_extTrainer`` (exactly as a user's own trainer would).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from importlib.metadata import entry_points
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+SYNTHETIC_ID = 901
+SYNTHETIC_NAME = f"Dataset{SYNTHETIC_ID:03d}_Synthetic"
+SYNTHETIC_LABELS = {"background": 0, "disk": 1, "square": 2}
+# 4 slices of 48 x 40: the 2d patch is not a multiple of ResUnet's stride, so padding is exercised end to end.
+SYNTHETIC_SHAPE = (4, 48, 40)
+SYNTHETIC_CASES = 8
+
+
+def write_synthetic_case(images_dir: Path, labels_dir: Path | None, case: str, rng: np.random.Generator) -> None:
+    """One volume with a bright disk (label 1) and a dark square (label 2) on noise, spacing (2.5, 1, 1)."""
+    z, h, w = SYNTHETIC_SHAPE
+    yy, xx = np.mgrid[:h, :w]
+    label = np.zeros(SYNTHETIC_SHAPE, dtype=np.uint8)
+    for s in range(z):
+        cy, cx, r = rng.integers(12, h - 12), rng.integers(10, w - 10), rng.integers(5, 9)
+        label[s][(yy - cy) ** 2 + (xx - cx) ** 2 <= r ** 2] = 1
+        sy, sx = rng.integers(0, h - 8), rng.integers(0, w - 8)
+        square = label[s, sy:sy + 8, sx:sx + 8]
+        square[square == 0] = 2
+    image = rng.normal(0, 0.3, SYNTHETIC_SHAPE) + 2.0 * (label == 1) - 1.5 * (label == 2)
+    for array, folder, name in ((image.astype(np.float32), images_dir, f"{case}_0000.nii.gz"),
+                                (label, labels_dir, f"{case}.nii.gz")):
+        if folder is None:
+            continue
+        itk = sitk.GetImageFromArray(array)
+        itk.SetSpacing((1.0, 1.0, 2.5))
+        sitk.WriteImage(itk, str(folder / name))
+
+
+def write_synthetic_dataset(raw: Path) -> Path:
+    """Write ``Dataset901_Synthetic`` (8 training cases, 2 test images) into an nnU-Net raw folder."""
+    from nnunetv2.dataset_conversion.generate_dataset_json import generate_dataset_json
+
+    base = raw / SYNTHETIC_NAME
+    for sub in ("imagesTr", "labelsTr", "imagesTs"):
+        (base / sub).mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for i in range(SYNTHETIC_CASES):
+        write_synthetic_case(base / "imagesTr", base / "labelsTr", f"syn_{i:03d}", rng)
+    for i in range(2):
+        write_synthetic_case(base / "imagesTs", None, f"test_{i:03d}", rng)
+    generate_dataset_json(str(base), {0: "MRI"}, SYNTHETIC_LABELS, SYNTHETIC_CASES, ".nii.gz",
+                          dataset_name=SYNTHETIC_NAME)
+    return base
+
+
+SHORT_TRAINER_TEMPLATE = '''\
+"""Short-run subclass of {base}, written by the tests: a user's own trainer in an nnUNet_extTrainer folder."""
+import torch
+
+from {module} import {base}
+
+
+class {name}({base}):
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device("cuda")):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        self.num_epochs = {epochs}
+        self.num_iterations_per_epoch = 2
+        self.num_val_iterations_per_epoch = 1
+'''
+
+
+class NnUNetWorkspace:
+    """nnU-Net's three folders plus an ext-trainer folder, and a way to run nnU-Net's CLI against them."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.raw, self.preprocessed, self.results = root / "raw", root / "preprocessed", root / "results"
+        self.ext_trainers = root / "ext_trainers"
+        for folder in (self.raw, self.preprocessed, self.results, self.ext_trainers):
+            folder.mkdir(parents=True, exist_ok=True)
+
+    @property
+    def env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(nnUNet_raw=str(self.raw), nnUNet_preprocessed=str(self.preprocessed),
+                   nnUNet_results=str(self.results), nnUNet_compile="f", nnUNet_def_n_proc="1",
+                   # Our package appends its own folder to this at interpreter start (the .pth hook).
+                   nnUNet_extTrainer=str(self.ext_trainers), PYTHONUNBUFFERED="1",
+                   # The console scripts of the interpreter running the tests (a venv need not be activated).
+                   PATH=os.pathsep.join((str(Path(sys.executable).parent), os.environ.get("PATH", ""))))
+        return env
+
+    def run(self, *args: str, check: bool = True, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+        """Run a console command; on failure the assertion message carries its output."""
+        command = [*console_script(str(args[0])), *map(str, args[1:])]
+        result = subprocess.run(command, env=env or self.env, capture_output=True, text=True)
+        if check and result.returncode != 0:
+            raise AssertionError(f"{' '.join(map(str, args))} exited {result.returncode}\n"
+                                 f"--- stdout (tail) ---\n{result.stdout[-6000:]}\n"
+                                 f"--- stderr (tail) ---\n{result.stderr[-6000:]}")
+        return result
+
+    def add_short_trainer(self, base: str, module: str | None = None, epochs: int = 1) -> str:
+        """Write ``{base}_short`` (``epochs`` epochs of 2 iterations) into the ext-trainer folder; return its name."""
+        if module is None:
+            module = ("nnunetv2.training.nnUNetTrainer.nnUNetTrainer" if base == "nnUNetTrainer"
+                      else "nnunetv2_resunet.training")
+        name = f"{base}_short"
+        source = SHORT_TRAINER_TEMPLATE.format(base=base, module=module, name=name, epochs=epochs)
+        (self.ext_trainers / f"short_{base}.py").write_text(textwrap.dedent(source))
+        return name
+
+    def output_folder(self, trainer: str, fold: int = 0, plans: str = "nnUNetPlans") -> Path:
+        return self.results / SYNTHETIC_NAME / f"{trainer}__{plans}__2d" / f"fold_{fold}"
+
+    def train(self, base: str, fold: int = 0, extra_args: tuple[str, ...] = (), module: str | None = None,
+              epochs: int = 1) -> Path:
+        """Train a short-run subclass of ``base`` with the real ``nnUNetv2_train`` on CPU; return its fold folder."""
+        name = self.add_short_trainer(base, module, epochs)
+        self.run("nnUNetv2_train", SYNTHETIC_ID, "2d", fold, "-tr", name, "-device", "cpu", *extra_args,
+                 env={**self.env, "nnUNet_n_proc_DA": "0"})  # augment in-process: 2 iterations need no workers
+        return self.output_folder(name, fold)
+
+
+def console_script(name: str) -> list[str]:
+    """How to run an installed console script with the interpreter running the tests.
+
+    The script beside ``sys.executable`` when there is one (a plain install, as in CI); otherwise (a venv that
+    inherits nnunetv2 from the system site-packages has no nnUNetv2_* scripts of its own) the same entry point,
+    called the way the generated script calls it.
+    """
+    script = Path(sys.executable).parent / name
+    if script.is_file():
+        return [str(script)]
+    (entry_point,) = entry_points(group="console_scripts", name=name)
+    module, function = entry_point.value.split(":")
+    return [sys.executable, "-c", f"import sys; sys.argv[0] = {name!r}; from {module} import {function}; "
+                                  f"sys.exit({function}())"]
+
+
+@pytest.fixture(scope="session")
+def nnunet_workspace(tmp_path_factory) -> NnUNetWorkspace:
+    """A workspace with Dataset901_Synthetic planned and preprocessed for 2d by nnU-Net's own CLI."""
+    workspace = NnUNetWorkspace(tmp_path_factory.mktemp("nnunet"))
+    write_synthetic_dataset(workspace.raw)
+    workspace.run("nnUNetv2_plan_and_preprocess", "-d", SYNTHETIC_ID, "-c", "2d", "-np", "1",
+                  "--verify_dataset_integrity")
+    return workspace

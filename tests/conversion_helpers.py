@@ -1,0 +1,133 @@
+"""Helpers and fixtures shared by the dataset converter tests (tests/test_conversion_*.py).
+
+Kept out of conftest.py so that other test suites are unaffected; test modules import what they use and wrap
+``make_nnunet_dirs`` in a module-local fixture.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import sysconfig
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+
+@dataclass(frozen=True)
+class NnunetDirs:
+    """The three nnU-Net folders of one test, and an environment for subprocesses that points at them."""
+
+    raw: Path
+    preprocessed: Path
+    results: Path
+
+    def env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(
+            nnUNet_raw=str(self.raw), nnUNet_preprocessed=str(self.preprocessed), nnUNet_results=str(self.results)
+        )
+        return env
+
+
+def make_nnunet_dirs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> NnunetDirs:
+    """Empty nnU-Net folders under tmp_path, exported as env vars (nnunetv2.paths reads them lazily)."""
+    dirs = NnunetDirs(tmp_path / "nnUNet_raw", tmp_path / "nnUNet_preprocessed", tmp_path / "nnUNet_results")
+    for folder in (dirs.raw, dirs.preprocessed, dirs.results):
+        folder.mkdir()
+        monkeypatch.setenv(folder.name, str(folder))
+    return dirs
+
+
+def tree_digest(root: Path) -> dict[str, str]:
+    """SHA-256 of every file under ``root``, keyed by relative path (to prove a source was left unchanged)."""
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
+
+
+def read_volume(path: Path) -> tuple[np.ndarray, sitk.Image]:
+    """Array (z, y, x) and image of a converted file."""
+    image = sitk.ReadImage(str(path))
+    return sitk.GetArrayFromImage(image), image
+
+
+def assert_exact(path: Path, expected: np.ndarray) -> sitk.Image:
+    """The file holds exactly ``expected``: same shape, dtype and values."""
+    array, image = read_volume(path)
+    assert array.shape == expected.shape, (path, array.shape, expected.shape)
+    assert array.dtype == expected.dtype, (path, array.dtype, expected.dtype)
+    np.testing.assert_array_equal(array, expected, err_msg=str(path))
+    return image
+
+
+def assert_nothing_written(dirs: NnunetDirs) -> None:
+    """No dataset, no hidden build folder and no split were left behind."""
+    assert sorted(p.name for p in dirs.raw.iterdir()) == []
+    assert sorted(p.name for p in dirs.preprocessed.rglob("*")) == []
+
+
+def load_json(path: Path) -> object:
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def case_ids(folder: Path, channel_suffix: str = "") -> list[str]:
+    """Case IDs of the .nii.gz files in ``folder`` (``channel_suffix="_0000"`` for images folders)."""
+    ending = f"{channel_suffix}.nii.gz"
+    return sorted(p.name[: -len(ending)] for p in folder.glob(f"*{ending}"))
+
+
+def console_script(name: str) -> str:
+    """Path of an installed console script of this interpreter's environment."""
+    path = Path(sysconfig.get_path("scripts")) / name
+    assert path.is_file(), f"{path} is not installed; pip install the project first"
+    return str(path)
+
+
+def run_console(name: str, args: list[str], dirs: NnunetDirs) -> subprocess.CompletedProcess[str]:
+    """Run an installed console script with the test's nnU-Net folders."""
+    return subprocess.run(
+        [console_script(name), *args], env=dirs.env(), capture_output=True, text=True, timeout=600, check=False
+    )
+
+
+def verify_with_nnunet(dataset_id: int, dirs: NnunetDirs, preprocess: bool = True) -> subprocess.CompletedProcess[str]:
+    """``nnUNetv2_plan_and_preprocess -d ID -c 2d --verify_dataset_integrity -np 1`` with this interpreter.
+
+    ``preprocess=False`` adds ``--no_pp``: integrity check, fingerprint and plans only, which saves time on replicas.
+    """
+    command = [
+        sys.executable,
+        "-m",
+        "nnunetv2.experiment_planning.plan_and_preprocess_entrypoints",
+        "-d",
+        str(dataset_id),
+        "-c",
+        "2d",
+        "--verify_dataset_integrity",
+        "-np",
+        "1",
+        "-npfp",
+        "1",
+        "--no_pbar",
+        *([] if preprocess else ["--no_pp"]),
+    ]
+    return subprocess.run(command, env=dirs.env(), capture_output=True, text=True, timeout=600, check=False)
+
+
+def check_five_folds(splits: list[dict[str, list[str]]], training_ids: list[str]) -> None:
+    """Five folds whose validation sets partition the training cases, each fold's train set being the rest."""
+    assert len(splits) == 5
+    validation = [c for fold in splits for c in fold["val"]]
+    assert sorted(validation) == sorted(training_ids)
+    for fold in splits:
+        assert sorted(fold["train"] + fold["val"]) == sorted(training_ids)
+        assert not set(fold["train"]) & set(fold["val"])

@@ -1,0 +1,93 @@
+"""The user's flow through nnU-Net's real CLI: plan and preprocess, train, resume, validate, predict, compare.
+
+Runs on CPU on the small synthetic dataset of ``conftest.py``, with short-run subclasses of our trainers written
+into an ``nnUNet_extTrainer`` folder the way a user's own trainer would be.
+"""
+
+import json
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import torch
+from conftest import SYNTHETIC_ID, SYNTHETIC_LABELS, SYNTHETIC_NAME
+
+
+@pytest.fixture(scope="module")
+def trained_resunet(nnunet_workspace):
+    """ResUnet v1.0 (a short-run subclass of ResUnetTrainer) trained on fold 0 by nnUNetv2_train."""
+    return nnunet_workspace.train("ResUnetTrainer")
+
+
+def test_training_writes_checkpoint_and_validation(trained_resunet):
+    checkpoint = torch.load(trained_resunet / "checkpoint_final.pth", map_location="cpu", weights_only=False)
+    assert checkpoint["trainer_name"] == "ResUnetTrainer_short"
+    # The network nnU-Net trained is ResUnet v1.0: its layer2 decoder stage preserves 384 channels.
+    assert checkpoint["network_weights"]["decoder.stages.1.convs.1.0.weight"].shape[0] == 384
+    summary = json.loads((trained_resunet / "validation" / "summary.json").read_text())
+    assert set(summary["mean"]) == {"1", "2"}
+    for metrics in summary["mean"].values():
+        assert 0.0 <= metrics["Dice"] <= 1.0
+
+
+def test_predict_with_trained_resunet(nnunet_workspace, trained_resunet, tmp_path):
+    images = nnunet_workspace.raw / SYNTHETIC_NAME / "imagesTs"
+    nnunet_workspace.run("nnUNetv2_predict", "-i", images, "-o", tmp_path, "-d", SYNTHETIC_ID, "-c", "2d",
+                         "-tr", "ResUnetTrainer_short", "-f", "0", "-device", "cpu", "--disable_progress_bar")
+    for image_file in sorted(images.glob("*_0000.nii.gz")):
+        prediction_file = tmp_path / image_file.name.replace("_0000.nii.gz", ".nii.gz")
+        assert prediction_file.is_file(), f"no prediction for {image_file.name}"
+        image, prediction = sitk.ReadImage(str(image_file)), sitk.ReadImage(str(prediction_file))
+        assert prediction.GetSize() == image.GetSize()
+        assert np.allclose(prediction.GetSpacing(), image.GetSpacing())
+        labels = np.unique(sitk.GetArrayFromImage(prediction))
+        assert set(labels.tolist()) <= set(SYNTHETIC_LABELS.values())
+
+
+def test_continue_training_and_validation_only(nnunet_workspace, trained_resunet):
+    summary_file = trained_resunet / "validation" / "summary.json"
+    summary_file.unlink()
+    # --c restores the checkpoint into a freshly built network (a strict load) and finishes the run.
+    nnunet_workspace.run("nnUNetv2_train", SYNTHETIC_ID, "2d", "0", "-tr", "ResUnetTrainer_short",
+                         "-device", "cpu", "--c")
+    assert summary_file.is_file()
+    summary_file.unlink()
+    nnunet_workspace.run("nnUNetv2_train", SYNTHETIC_ID, "2d", "0", "-tr", "ResUnetTrainer_short",
+                         "-device", "cpu", "--val")
+    assert summary_file.is_file()
+
+
+def test_find_best_configuration_next_to_nnunet_default(nnunet_workspace, trained_resunet):
+    nnunet_workspace.train("nnUNetTrainer")
+    nnunet_workspace.run("nnUNetv2_find_best_configuration", SYNTHETIC_ID, "-c", "2d", "-f", "0",
+                         "-tr", "ResUnetTrainer_short", "nnUNetTrainer_short", "--disable_ensembling")
+    info = json.loads((nnunet_workspace.results / SYNTHETIC_NAME / "inference_information.json").read_text())
+    # Keys are nnU-Net's TRAINER__PLANS__CONFIGURATION identifiers, values the cross-validation foreground Dice.
+    assert {key.split("__")[0] for key in info["all_results"]} == {"ResUnetTrainer_short", "nnUNetTrainer_short"}
+    assert all(0.0 <= dice <= 1.0 for dice in info["all_results"].values())
+
+
+def test_3d_configuration_is_refused_with_a_clear_error(nnunet_workspace):
+    result = nnunet_workspace.run("nnUNetv2_train", SYNTHETIC_ID, "3d_fullres", "0", "-tr", "ResUnetTrainer",
+                                  "-device", "cpu", check=False)
+    assert result.returncode != 0
+    assert "ResUnetTrainer trains a 2D network" in result.stderr
+    assert "-c 2d" in result.stderr
+
+
+def test_imagenet_variant_needs_and_loads_local_weights(nnunet_workspace, tmp_path):
+    import torchvision  # installed with nnunetv2 (through dynamic-network-architectures); only tests use it
+
+    env = nnunet_workspace.env
+    env.pop("RESUNET_PRETRAINED", None)
+    name = nnunet_workspace.add_short_trainer("ResUnetTrainer_v0_2")
+    args = ("nnUNetv2_train", SYNTHETIC_ID, "2d", "1", "-tr", name, "-device", "cpu")
+    missing = nnunet_workspace.run(*args, env=env, check=False)
+    assert missing.returncode != 0 and "RESUNET_PRETRAINED" in missing.stderr
+
+    weights_file = tmp_path / "resnet34-random.pth"
+    reference = torchvision.models.resnet34(weights=None).state_dict()
+    torch.save(reference, weights_file)
+    nnunet_workspace.run(*args, env={**env, "RESUNET_PRETRAINED": str(weights_file)})
+    log = "".join(p.read_text() for p in nnunet_workspace.output_folder(name, 1).glob("training_log_*.txt"))
+    assert f"Encoder initialised from ImageNet weights in {weights_file}" in log

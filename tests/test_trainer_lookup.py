@@ -1,0 +1,51 @@
+"""nnU-Net finds our trainers by name after a plain install: no copying, no exported variable."""
+
+import os
+import subprocess
+import sys
+
+from nnunetv2_resunet._ext_trainer import EXT_TRAINER_FOLDER, register_ext_trainer_folder
+from nnunetv2_resunet.configs import LADDER
+from nnunetv2_resunet.training import LADDER_TRAINERS, ResUnetTrainer
+
+
+def python_in_fresh_interpreter(code: str, **env_changes: str | None) -> str:
+    env = {k: v for k, v in os.environ.items() if k != "nnUNet_extTrainer"}
+    env.update({k: v for k, v in env_changes.items() if v is not None})
+    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+
+
+def test_interpreter_start_registers_our_folder():
+    printed = python_in_fresh_interpreter("import os; print(os.environ['nnUNet_extTrainer'])")
+    assert printed.strip() == EXT_TRAINER_FOLDER
+
+
+def test_users_value_is_kept_and_ours_appended(tmp_path):
+    printed = python_in_fresh_interpreter("import os; print(os.environ['nnUNet_extTrainer'])",
+                                          nnUNet_extTrainer=f"{tmp_path}{os.pathsep}/elsewhere")
+    assert printed.strip().split(os.pathsep) == [str(tmp_path), "/elsewhere", EXT_TRAINER_FOLDER]
+
+
+def test_registration_is_idempotent():
+    environ = {"nnUNet_extTrainer": "/mine"}
+    register_ext_trainer_folder(environ)
+    register_ext_trainer_folder(environ)
+    assert environ["nnUNet_extTrainer"].split(os.pathsep) == ["/mine", EXT_TRAINER_FOLDER]
+
+
+TRAINER_CONFIGS = {"ResUnetTrainer": "v1_0", **{f"ResUnetTrainer_{n}": n for n in LADDER}}
+
+
+def test_nnunet_lookup_finds_every_trainer():
+    """nnU-Net's own lookup, in a fresh interpreter with no nnUNet_extTrainer set by anyone."""
+    code = ("from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name as find\n"
+            f"for name in {list(TRAINER_CONFIGS)!r}:\n"
+            "    cls = find(name)\n"
+            "    print('FOUND', cls.__module__, cls.__name__, cls.resunet_config.name)")
+    found = [line.split()[1:] for line in python_in_fresh_interpreter(code).splitlines() if line.startswith("FOUND")]
+    assert found == [["nnunetv2_resunet.training", name, config] for name, config in TRAINER_CONFIGS.items()]
+
+
+def test_each_shell_names_its_config():
+    assert ResUnetTrainer.resunet_config == LADDER["v1_0"]
+    assert {name: t.resunet_config for name, t in LADDER_TRAINERS.items()} == LADDER
