@@ -41,6 +41,7 @@ class ModelStats:
     trainer: str
     config: str
     change: str
+    recipe: str
     parameters: int
     flops: int
     output_strides: tuple[int, ...]
@@ -73,7 +74,8 @@ def trainer_stats(patch_size: Sequence[int] = DEFAULT_PATCH_SIZE, input_channels
     for trainer in all_trainers():
         config = trainer.resunet_config
         parameters, flops, strides = measure(config, patch_size, input_channels, num_classes)
-        rows.append(ModelStats(trainer.__name__, config.name, config.change, parameters, flops, strides))
+        recipe = "thesis" if issubclass(trainer, ResUnetTrainer_ThesisRecipe) else "nnU-Net"
+        rows.append(ModelStats(trainer.__name__, config.name, config.change, recipe, parameters, flops, strides))
     return rows
 
 
@@ -85,13 +87,13 @@ def markdown_table(rows: Sequence[ModelStats], patch_size: Sequence[int], input_
         "output classes, batch 1, deep supervision off; FLOPs as counted by torch's FlopCounterMode "
         "(a multiply-add is 2 FLOPs).",
         "",
-        "| Trainer (`-tr`) | Config | Network | Params (M) | GFLOPs | Deep-supervision strides |",
-        "| --- | --- | --- | ---: | ---: | --- |",
+        "| Trainer (`-tr`) | Config | Network | Recipe | Params (M) | GFLOPs | Deep-supervision strides |",
+        "| --- | --- | --- | --- | ---: | ---: | --- |",
     ]
     for row in rows:
         strides = ", ".join(map(str, row.output_strides))
-        lines.append(f"| `{row.trainer}` | `{row.config}` | {row.change} | {row.parameters / 1e6:.2f} | "
-                     f"{row.flops / 1e9:.1f} | {strides} |")
+        lines.append(f"| `{row.trainer}` | `{row.config}` | {row.change} | {row.recipe} | "
+                     f"{row.parameters / 1e6:.2f} | {row.flops / 1e9:.1f} | {strides} |")
     return "\n".join(lines)
 
 
