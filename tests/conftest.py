@@ -84,8 +84,8 @@ class {name}({base}):
 class NnUNetWorkspace:
     """nnU-Net's three folders plus an ext-trainer folder, and a way to run nnU-Net's CLI against them."""
 
-    def __init__(self, root: Path):
-        self.root = root
+    def __init__(self, root: Path, dataset_id: int = SYNTHETIC_ID, dataset_name: str = SYNTHETIC_NAME):
+        self.root, self.dataset_id, self.dataset_name = root, dataset_id, dataset_name
         self.raw, self.preprocessed, self.results = root / "raw", root / "preprocessed", root / "results"
         self.ext_trainers = root / "ext_trainers"
         for folder in (self.raw, self.preprocessed, self.results, self.ext_trainers):
@@ -123,13 +123,13 @@ class NnUNetWorkspace:
         return name
 
     def output_folder(self, trainer: str, fold: int = 0, plans: str = "nnUNetPlans") -> Path:
-        return self.results / SYNTHETIC_NAME / f"{trainer}__{plans}__2d" / f"fold_{fold}"
+        return self.results / self.dataset_name / f"{trainer}__{plans}__2d" / f"fold_{fold}"
 
     def train(self, base: str, fold: int = 0, extra_args: tuple[str, ...] = (), module: str | None = None,
               epochs: int = 1) -> Path:
         """Train a short-run subclass of ``base`` with the real ``nnUNetv2_train`` on CPU; return its fold folder."""
         name = self.add_short_trainer(base, module, epochs)
-        self.run("nnUNetv2_train", SYNTHETIC_ID, "2d", fold, "-tr", name, "-device", "cpu", *extra_args,
+        self.run("nnUNetv2_train", self.dataset_id, "2d", fold, "-tr", name, "-device", "cpu", *extra_args,
                  env={**self.env, "nnUNet_n_proc_DA": "0"})  # augment in-process: 2 iterations need no workers
         return self.output_folder(name, fold)
 

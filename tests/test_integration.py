@@ -5,12 +5,14 @@ into an ``nnUNet_extTrainer`` folder the way a user's own trainer would be.
 """
 
 import json
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
 import SimpleITK as sitk
 import torch
-from conftest import SYNTHETIC_ID, SYNTHETIC_LABELS, SYNTHETIC_NAME
+from conftest import SYNTHETIC_ID, SYNTHETIC_LABELS, SYNTHETIC_NAME, NnUNetWorkspace
 
 
 @pytest.fixture(scope="module")
@@ -91,3 +93,18 @@ def test_imagenet_variant_needs_and_loads_local_weights(nnunet_workspace, tmp_pa
     nnunet_workspace.run(*args, env={**env, "RESUNET_PRETRAINED": str(weights_file)})
     log = "".join(p.read_text() for p in nnunet_workspace.output_folder(name, 1).glob("training_log_*.txt"))
     assert f"Encoder initialised from ImageNet weights in {weights_file}" in log
+
+
+def test_real_acdc_sample_converts_plans_and_trains(tmp_path):
+    """The user's flow on real anatomy: our converter, nnU-Net's planning and preprocessing, a brief ResUnet run."""
+    workspace = NnUNetWorkspace(tmp_path, 802, "Dataset802_ACDC")
+    source = tmp_path / "acdc_h5_sample"
+    shutil.copytree(Path(__file__).parent / "data" / "acdc_h5_sample", source)
+    workspace.run("nnUNetv2_resunet_convert_acdc", "-i", source, "-d", 802, "-np", 1)
+    workspace.run("nnUNetv2_plan_and_preprocess", "-d", 802, "-c", "2d", "-np", 1)
+    output = workspace.train("ResUnetTrainer")
+    summary = json.loads((output / "validation" / "summary.json").read_text())
+    assert set(summary["mean"]) == {"1", "2", "3"}  # RV, MYO, LV
+    assert summary["metric_per_case"] and all(0.0 <= m["Dice"] <= 1.0 or np.isnan(m["Dice"])
+                                              for case in summary["metric_per_case"]
+                                              for m in case["metrics"].values())

@@ -6,7 +6,7 @@ import pytest
 
 from nnunetv2_resunet.comparisons import COMPARISONS
 from nnunetv2_resunet.configs import LADDER
-from nnunetv2_resunet.model_table import (
+from nnunetv2_resunet.trainer_table import (
     DEFAULT_INPUT_CHANNELS,
     DEFAULT_NUM_CLASSES,
     DEFAULT_PATCH_SIZE,
@@ -27,7 +27,7 @@ def test_models_doc_table_is_current():
     table = markdown_table(rows, DEFAULT_PATCH_SIZE, DEFAULT_INPUT_CHANNELS, DEFAULT_NUM_CLASSES)
     document = MODELS_DOC.read_text(encoding="utf-8")
     assert replace_table(document, table) == document, \
-        "docs/models.md is stale: run python -m nnunetv2_resunet.model_table --update docs/models.md"
+        "docs/models.md is stale: run python -m nnunetv2_resunet.trainer_table --update docs/models.md"
     assert len(rows) == len(all_trainers()) == 1 + len(LADDER) + 7 + 1
     for row in rows:
         assert f"`{row.trainer}`" in document
