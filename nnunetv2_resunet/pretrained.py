@@ -68,7 +68,8 @@ def load_torchvision_resnet(encoder: nn.Module, state_dict: Mapping[str, torch.T
             "Expected a torchvision ResNet state dict of the encoder's depth (resnet34 for the ResUnet ladder).")
     missing = sorted(k for k in target if k not in weights and not k.startswith("tail."))
     if missing:
-        raise PretrainedWeightsError(f"{source} lacks {len(missing)} encoder keys, e.g. {missing[:5]}")
+        raise PretrainedWeightsError(f"{source} lacks {len(missing)} encoder keys, e.g. {missing[:5]}; is it a "
+                                     "ResNet of another depth than the encoder's?")
     weights["conv1.weight"] = adapt_input_conv(weights["conv1.weight"], target["conv1.weight"].shape[1])
     wrong_shape = [f"{k}: {tuple(v.shape)} vs {tuple(target[k].shape)}" for k, v in weights.items()
                    if v.shape != target[k].shape]
@@ -90,8 +91,9 @@ def read_pretrained_file(path: str | None = None) -> tuple[dict[str, torch.Tenso
     path = path or os.environ.get(PRETRAINED_ENV_VAR)
     if not path:
         raise PretrainedWeightsError(
-            f"This variant starts from ImageNet weights: set {PRETRAINED_ENV_VAR} to a local torchvision resnet34 "
-            "state-dict file (e.g. resnet34-b627a593.pth from torchvision's model zoo). Nothing is downloaded.")
+            f"This variant starts from ImageNet weights: set {PRETRAINED_ENV_VAR} to a local torchvision ResNet "
+            "state-dict file of the encoder's depth (resnet34 for the ladder, e.g. resnet34-b627a593.pth from "
+            "torchvision's model zoo). Nothing is downloaded.")
     if not os.path.isfile(path):
         raise PretrainedWeightsError(f"{PRETRAINED_ENV_VAR}={path}: no such file")
     try:

@@ -5,7 +5,12 @@ class object per trainer, so a user's trainer that subclasses ours is a subclass
 """
 
 from nnunetv2_resunet.training import (  # noqa: F401 (re-exported for nnU-Net's lookup by attribute)
+    ClassicUNetTrainer,
+    ResidualUNetTrainer,
+    ResidualUNetTrainer_SpatialAttention,
     ResUnetTrainer,
+    ResUnetTrainer_R50,
+    ResUnetTrainer_ThesisRecipe,
     ResUnetTrainer_v0_1,
     ResUnetTrainer_v0_2,
     ResUnetTrainer_v0_3,
@@ -14,4 +19,7 @@ from nnunetv2_resunet.training import (  # noqa: F401 (re-exported for nnU-Net's
     ResUnetTrainer_v0_6,
     ResUnetTrainer_v0_7,
     ResUnetTrainer_v1_0,
+    UNet3PlusTrainer_R34,
+    UNetPlusPlusTrainer_R34,
+    UNetTrainer_R34,
 )

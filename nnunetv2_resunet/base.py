@@ -1,0 +1,87 @@
+"""The part of nnU-Net's network contract that every network of the family shares: padding, cropping, memory.
+
+A network here is an encoder that publishes ``strides`` (its deepest stride is the total stride) and a decoder
+that publishes ``deep_supervision`` (nnU-Net flips it) and ``output_strides``. :class:`SegmentationNetwork` pads
+any input to a multiple of the total stride, crops every output back to the size nnU-Net's target downsampling
+(``DownsampleSegForDSTransform``: ``round(size * (1 / s))``) produces, measures ``compute_conv_feature_map_size``
+by a meta-device forward, and offers nnU-Net's He initialisation. Subclasses only build the encoder and decoder.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from dynamic_network_architectures.initialization.weight_init import InitWeights_He
+from torch import nn
+
+
+class SegmentationNetwork(nn.Module):
+    """Encoder + decoder with nnU-Net's contract. Subclasses set ``input_channels``, ``encoder`` and ``decoder``.
+
+    Shapes:
+        input ``(B, input_channels, H, W)`` with any H, W; output ``(B, num_classes, H, W)``, or with deep
+        supervision a list whose i-th entry is ``(B, num_classes, round(H / s_i), round(W / s_i))`` with
+        ``s_i = output_strides[i]`` (the sizes nnU-Net's target downsampling produces).
+    """
+
+    input_channels: int
+    encoder: nn.Module
+    decoder: nn.Module
+
+    @property
+    def output_strides(self) -> tuple[int, ...]:
+        """Downsampling factor of each deep-supervision output, full resolution first."""
+        return self.decoder.output_strides
+
+    @property
+    def total_stride(self) -> int:
+        """Inputs are padded to a multiple of this (the encoder's deepest stride)."""
+        return self.encoder.strides[-1]
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor] | torch.Tensor:
+        size = x.shape[2:]
+        padded = [-(-s // self.total_stride) * self.total_stride for s in size]
+        if list(size) != padded:
+            # Pad at the end (bottom/right) so that output pixel i at stride s still covers input pixels [i*s, (i+1)*s).
+            x = F.pad(x, (0, padded[1] - size[1], 0, padded[0] - size[0]))
+        out = self.decoder(self.encoder(x))
+        if list(size) == padded:
+            return out
+        if not self.decoder.deep_supervision:
+            return out[:, :, :size[0], :size[1]]
+        return [o[:, :, :round(size[0] * (1 / s)), :round(size[1] * (1 / s))]
+                for o, s in zip(out, self.output_strides)]
+
+    def compute_conv_feature_map_size(self, input_size: Sequence[int]) -> int:
+        """Elements in the outputs of every conv and transposed conv for one sample of ``input_size`` (H, W).
+
+        The same quantity dynamic_network_architectures' networks estimate, which nnU-Net's planner compares
+        against its GPU-memory reference. Measured, not modelled: a forward pass on the meta device (no memory,
+        no compute) with hooks on the conv layers, so it stays exact for every config.
+        """
+        if len(input_size) != 2:
+            raise ValueError(f"give the image size (H, W) without batch or channel axes, got {tuple(input_size)}")
+        total = 0
+
+        def count(module, inputs, output):
+            nonlocal total
+            total += output.numel()
+
+        convs = [m for m in self.modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))]
+        handles = [m.register_forward_hook(count) for m in convs]
+        meta_state = {k: torch.empty_like(v, device="meta") for k, v in self.state_dict(keep_vars=True).items()}
+        try:
+            with torch.no_grad():
+                x = torch.empty((1, self.input_channels, *input_size), device="meta")
+                torch.func.functional_call(self, meta_state, (x,))
+        finally:
+            for handle in handles:
+                handle.remove()
+        return total
+
+    @staticmethod
+    def initialize(module: nn.Module) -> None:
+        """He initialisation as nnU-Net's networks use it: ``net.apply(Network.initialize)``."""
+        InitWeights_He(1e-2)(module)

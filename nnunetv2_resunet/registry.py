@@ -1,0 +1,45 @@
+"""Every network config of the plugin in one table, and how to build a network from any of them.
+
+Tests parametrise over ``NETWORK_CONFIGS``, so a new variant is tested by adding one row to its table; trainers
+and the model table build through :func:`build_network`.
+"""
+
+from __future__ import annotations
+
+from nnunetv2_resunet.base import SegmentationNetwork
+from nnunetv2_resunet.comparisons import COMPARISONS, PLAIN_UNETS
+from nnunetv2_resunet.configs import LADDER
+from nnunetv2_resunet.network import ResUnet, ResUnetConfig
+from nnunetv2_resunet.unets import ConvUNet, ConvUNetConfig
+
+NetworkConfig = ResUnetConfig | ConvUNetConfig
+
+# The network class of each config type.
+NETWORK_CLASSES: dict[type, type[SegmentationNetwork]] = {ResUnetConfig: ResUnet, ConvUNetConfig: ConvUNet}
+
+
+def _merge(*tables: dict[str, NetworkConfig]) -> dict[str, NetworkConfig]:
+    merged: dict[str, NetworkConfig] = {}
+    for table in tables:
+        clash = set(merged) & set(table)
+        if clash:
+            raise ValueError(f"config names must be unique across tables, {sorted(clash)} appear twice")
+        merged.update(table)
+    return merged
+
+
+NETWORK_CONFIGS: dict[str, NetworkConfig] = _merge(LADDER, COMPARISONS, PLAIN_UNETS)
+
+
+def build_network(config: NetworkConfig, input_channels: int, num_classes: int,
+                  deep_supervision: bool = False) -> SegmentationNetwork:
+    """Build the network of ``config`` (not initialised: apply ``network.initialize`` as nnU-Net does).
+
+    Raises:
+        ValueError: ``config`` is not a config type of the plugin.
+    """
+    network_class = NETWORK_CLASSES.get(type(config))
+    if network_class is None:
+        raise ValueError(f"no network for a {type(config).__name__}; expected one of "
+                         f"{[c.__name__ for c in NETWORK_CLASSES]}")
+    return network_class(input_channels, num_classes, config, deep_supervision=deep_supervision)

@@ -1,0 +1,103 @@
+"""nnU-Net's network contract, checked for every config of every table (``registry.NETWORK_CONFIGS``).
+
+A new variant is tested by adding its row to a table. Networks are built once per config (module cache) and
+run on tiny inputs, so the whole file stays a few seconds per config on a CPU.
+"""
+
+import pytest
+import torch
+from batchgeneratorsv2.transforms.utils.deep_supervision_downsampling import DownsampleSegForDSTransform
+
+from nnunetv2_resunet.registry import NETWORK_CONFIGS, build_network
+
+IN_CHANNELS, NUM_CLASSES = 1, 3
+# Sizes that are not multiples of any network's stride (the padding path); 64 x 64 is (the direct path).
+SIZES = [(40, 36), (33, 47)]
+
+_cache: dict[tuple[str, bool], torch.nn.Module] = {}
+
+
+def network(name: str, deep_supervision: bool = True) -> torch.nn.Module:
+    """The network of ``name``, He-initialised with a fixed seed, in eval mode (BN uses running stats)."""
+    key = (name, deep_supervision)
+    if key not in _cache:
+        torch.manual_seed(0)
+        net = build_network(NETWORK_CONFIGS[name], IN_CHANNELS, NUM_CLASSES, deep_supervision=deep_supervision)
+        net.apply(net.initialize)
+        _cache[key] = net.eval()
+    return _cache[key]
+
+
+def nnunet_target_sizes(size: tuple[int, int], strides: tuple[int, ...]) -> list[tuple[int, int]]:
+    """The target sizes nnU-Net's DownsampleSegForDSTransform makes for our deep-supervision scales."""
+    transform = DownsampleSegForDSTransform(ds_scales=[[1 / s, 1 / s] for s in strides])
+    targets = transform(segmentation=torch.zeros((1, *size), dtype=torch.uint8))["segmentation"]
+    return [tuple(t.shape[1:]) for t in targets]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _free_cache():
+    yield
+    _cache.clear()
+
+
+@pytest.mark.parametrize("name", list(NETWORK_CONFIGS))
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+def test_deep_supervision_outputs_match_nnunet_targets(name, size):
+    net = network(name)
+    with torch.no_grad():
+        outputs = net(torch.randn(2, IN_CHANNELS, *size))
+    assert isinstance(outputs, list)
+    assert len(outputs) == len(net.output_strides) >= 2
+    assert net.output_strides[0] == 1
+    assert list(net.output_strides) == sorted(net.output_strides), "full resolution first"
+    assert [tuple(o.shape[2:]) for o in outputs] == nnunet_target_sizes(size, net.output_strides)
+    assert all(o.shape[:2] == (2, NUM_CLASSES) for o in outputs)
+
+
+@pytest.mark.parametrize("name", list(NETWORK_CONFIGS))
+def test_flag_off_gives_the_full_resolution_output(name):
+    net = network(name)
+    x = torch.randn(1, IN_CHANNELS, 40, 36)
+    with torch.no_grad():
+        with_ds = net(x)
+        net.decoder.deep_supervision = False
+        try:
+            without = net(x)
+        finally:
+            net.decoder.deep_supervision = True
+    assert isinstance(without, torch.Tensor)
+    assert without.shape == (1, NUM_CLASSES, 40, 36)
+    torch.testing.assert_close(without, with_ds[0])
+
+
+@pytest.mark.parametrize("name", list(NETWORK_CONFIGS))
+def test_state_dict_loads_strictly_with_deep_supervision_off(name):
+    trained = network(name)
+    fresh = build_network(NETWORK_CONFIGS[name], IN_CHANNELS, NUM_CLASSES, deep_supervision=False).eval()
+    fresh.load_state_dict(trained.state_dict(), strict=True)
+    x = torch.randn(1, IN_CHANNELS, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(fresh(x), trained(x)[0])
+
+
+@pytest.mark.parametrize("name", list(NETWORK_CONFIGS))
+def test_conv_feature_map_size_positive_and_increasing(name):
+    net = network(name)
+    small, large = net.compute_conv_feature_map_size((40, 36)), net.compute_conv_feature_map_size((80, 72))
+    assert 0 < small < large
+    with pytest.raises(ValueError, match="without batch or channel"):
+        net.compute_conv_feature_map_size((1, 40, 36))
+
+
+@pytest.mark.parametrize("name", list(NETWORK_CONFIGS))
+def test_logits_not_probabilities(name):
+    with torch.no_grad():
+        out = network(name)(torch.randn(1, IN_CHANNELS, 40, 36))[0]
+    assert not torch.allclose(out.sum(dim=1), torch.ones(()))
+
+
+@pytest.mark.parametrize("name", list(NETWORK_CONFIGS))
+def test_rejects_non_positive_channels(name):
+    with pytest.raises(ValueError, match="must be positive, got 0"):
+        build_network(NETWORK_CONFIGS[name], 0, NUM_CLASSES)

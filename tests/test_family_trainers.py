@@ -1,0 +1,110 @@
+"""The comparison trainers: exact names, nnU-Net finds each, each names its config, and the thesis recipe
+changes the loss, optimiser and deep supervision only."""
+
+import numpy as np
+import pytest
+import torch
+from nnunetv2.training.loss.compound_losses import DC_and_CE_loss
+from nnunetv2.training.loss.dice import MemoryEfficientSoftDiceLoss
+from nnunetv2.training.lr_scheduler.polylr import PolyLRScheduler
+from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+from nnunetv2.utilities.helpers import softmax_helper_dim1
+from test_trainer_lookup import python_in_fresh_interpreter
+from torch import nn
+
+from nnunetv2_resunet.comparisons import COMPARISONS, PLAIN_UNETS
+from nnunetv2_resunet.configs import LADDER
+from nnunetv2_resunet.ext_trainers import nnunetv2_resunet_trainers as exported
+from nnunetv2_resunet.training import COMPARISON_TRAINERS, ResUnetTrainer, ResUnetTrainer_ThesisRecipe
+
+# The names the issue asks for (plus UNetTrainer_R34, the classic U-Net decoder on ResNet-34, by the same scheme).
+FAMILY_TRAINER_CONFIGS = {
+    "ResUnetTrainer_R50": "resunet_r50",
+    "UNetTrainer_R34": "unet_r34",
+    "UNetPlusPlusTrainer_R34": "unetpp_r34",
+    "UNet3PlusTrainer_R34": "unet3p_r34",
+    "ResidualUNetTrainer": "residual_unet",
+    "ResidualUNetTrainer_SpatialAttention": "residual_unet_sa",
+    "ClassicUNetTrainer": "classic_unet",
+    "ResUnetTrainer_ThesisRecipe": "v1_0",
+}
+
+
+def test_every_comparison_config_has_its_trainer():
+    assert {t.resunet_config.name for t in COMPARISON_TRAINERS.values()} == set(COMPARISONS) | set(PLAIN_UNETS)
+    for name, config in FAMILY_TRAINER_CONFIGS.items():
+        trainer = getattr(exported, name)
+        assert trainer.__name__ == name and issubclass(trainer, ResUnetTrainer)
+        assert trainer.resunet_config.name == config
+
+
+def test_nnunet_lookup_finds_every_family_trainer():
+    """nnU-Net's own lookup, in a fresh interpreter: every new trainer is re-exported where nnU-Net looks."""
+    code = ("from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name as find\n"
+            f"for name in {list(FAMILY_TRAINER_CONFIGS)!r}:\n"
+            "    cls = find(name)\n"
+            "    print('FOUND', cls.__module__, cls.__name__, cls.resunet_config.name)")
+    found = [line.split()[1:] for line in python_in_fresh_interpreter(code).splitlines() if line.startswith("FOUND")]
+    assert found == [["nnunetv2_resunet.training", n, c] for n, c in FAMILY_TRAINER_CONFIGS.items()]
+
+
+class _FakeLabels:
+    has_regions = False
+    ignore_label = None
+
+
+class _FakeConfiguration:
+    batch_dice = True
+
+
+def _bare_trainer(trainer_class: type[nnUNetTrainer], monkeypatch) -> nnUNetTrainer:
+    """A trainer object with just what _build_loss and configure_optimizers read (no plans, no dataset)."""
+    monkeypatch.setenv("nnUNet_compile", "f")
+    trainer = object.__new__(trainer_class)
+    trainer.label_manager, trainer.configuration_manager = _FakeLabels(), _FakeConfiguration()
+    trainer.is_ddp, trainer.device, trainer.local_rank = False, torch.device("cpu"), 0
+    trainer.initial_lr, trainer.num_epochs, trainer.weight_decay = 1e-2, 10, 1e-4
+    trainer.enable_deep_supervision = False
+    trainer.network = nn.Conv2d(1, 3, 1)
+    return trainer
+
+
+def test_thesis_recipe_loss_is_04_ce_plus_06_dice(monkeypatch):
+    trainer = _bare_trainer(ResUnetTrainer_ThesisRecipe, monkeypatch)
+    loss = trainer._build_loss()
+    assert isinstance(loss, DC_and_CE_loss)  # not wrapped for deep supervision
+    torch.manual_seed(0)
+    logits, target = torch.randn(2, 3, 16, 16), torch.randint(0, 3, (2, 1, 16, 16)).float()
+    ce = nn.CrossEntropyLoss()(logits, target[:, 0].long())
+    dice = MemoryEfficientSoftDiceLoss(apply_nonlin=softmax_helper_dim1, batch_dice=True, do_bg=False,
+                                       smooth=1e-5, ddp=False)(logits, target)
+    torch.testing.assert_close(loss(logits, target), 0.4 * ce + 0.6 * dice)
+
+
+def test_thesis_recipe_optimiser_is_sgd_09_with_weight_decay_1e4_and_polylr(monkeypatch):
+    trainer = _bare_trainer(ResUnetTrainer_ThesisRecipe, monkeypatch)
+    optimizer, scheduler = trainer.configure_optimizers()
+    group = optimizer.param_groups[0]
+    assert isinstance(optimizer, torch.optim.SGD) and isinstance(scheduler, PolyLRScheduler)
+    assert (group["lr"], group["momentum"], group["weight_decay"], group["nesterov"]) == (1e-2, 0.9, 1e-4, False)
+
+
+def test_thesis_recipe_keeps_the_network_of_resunet_trainer():
+    assert ResUnetTrainer_ThesisRecipe.resunet_config is ResUnetTrainer.resunet_config is LADDER["v1_0"]
+    overridden = {k for k in vars(ResUnetTrainer_ThesisRecipe) if not k.startswith("__")}
+    assert overridden == {"ce_weight", "dice_weight", "momentum", "_build_loss", "configure_optimizers"}
+
+
+@pytest.mark.parametrize("name", [n for n in FAMILY_TRAINER_CONFIGS if n != "ResUnetTrainer_ThesisRecipe"])
+def test_deep_supervision_scales_come_from_the_network(name):
+    """One scale per network output; nnU-Net's loss weights then have a nonzero weight on more than one output."""
+    trainer = object.__new__(getattr(exported, name))
+    trainer.enable_deep_supervision, trainer.is_ddp = True, False
+    with torch.device("meta"):
+        from nnunetv2_resunet.registry import build_network
+        trainer.network = build_network(trainer.resunet_config, 1, 2, deep_supervision=True)
+    scales = trainer._get_deep_supervision_scales()
+    assert scales == [[1 / s, 1 / s] for s in trainer.network.output_strides]
+    weights = np.array([1 / 2 ** i for i in range(len(scales))])
+    weights[-1] = 0
+    assert (weights > 0).sum() >= 2

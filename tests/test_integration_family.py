@@ -1,0 +1,35 @@
+"""Every comparison trainer through nnU-Net's real ``nnUNetv2_train`` (1 epoch of 2 iterations, on CPU), on the
+synthetic dataset of ``conftest.py``: training, checkpoint, final validation."""
+
+import json
+
+import pytest
+import torch
+from test_family_trainers import FAMILY_TRAINER_CONFIGS
+
+from nnunetv2_resunet.registry import NETWORK_CONFIGS, build_network
+
+
+@pytest.mark.parametrize("trainer", list(FAMILY_TRAINER_CONFIGS))
+def test_short_training_run(nnunet_workspace, trainer):
+    output = nnunet_workspace.train(trainer)
+    checkpoint = torch.load(output / "checkpoint_final.pth", map_location="cpu", weights_only=False)
+    assert checkpoint["trainer_name"] == f"{trainer}_short"
+    # What nnU-Net trained is the network of the trainer's config: the checkpoint loads into it strictly.
+    config = NETWORK_CONFIGS[FAMILY_TRAINER_CONFIGS[trainer]]
+    network = build_network(config, 1, 3, deep_supervision=False)
+    network.load_state_dict(checkpoint["network_weights"], strict=True)
+    summary = json.loads((output / "validation" / "summary.json").read_text())
+    assert set(summary["mean"]) == {"1", "2"}
+    assert all(0.0 <= metrics["Dice"] <= 1.0 for metrics in summary["mean"].values())
+
+    # nnU-Net's dump of the trainer's attributes, as strings.
+    debug = json.loads((output / "debug.json").read_text())
+    if trainer == "ResUnetTrainer_ThesisRecipe":
+        assert debug["enable_deep_supervision"] == "False"
+        group = checkpoint["optimizer_state"]["param_groups"][0]
+        assert (group["momentum"], group["weight_decay"], group["nesterov"]) == (0.9, 1e-4, False)
+    else:
+        assert debug["enable_deep_supervision"] == "True"
+        group = checkpoint["optimizer_state"]["param_groups"][0]
+        assert (group["momentum"], group["nesterov"]) == (0.99, True)  # nnU-Net's recipe
