@@ -54,6 +54,8 @@ setup(
     },
     entry_points={
         "console_scripts": [
+            "nnUNetv2_resunet_benchmark = nnunetv2_resunet.benchmark:main",
+            "nnUNetv2_resunet_plan = nnunetv2_resunet.planning:main",
         ],
     },
     cmdclass={"build_py": BuildPyWithPth},
