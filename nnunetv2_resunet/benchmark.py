@@ -195,11 +195,12 @@ def _scratch_nnunet_env(compile_network: bool) -> Iterator[None]:
 
 
 def build_trainer(trainer_name: str, plans: dict, dataset_json: dict, configuration: str, device: torch.device,
-                  compile_network: bool = False, channels_last: bool = False):
+                  compile_network: bool = False, channels_last: bool | None = None):
     """Construct the trainer and give it what ``initialize`` would: network, optimizer, loss.
 
     The network is built by the trainer's own ``build_network_architecture`` with nnU-Net's arguments; nothing is
-    read from a preprocessed dataset.
+    read from a preprocessed dataset. ``channels_last=None`` does what the trainer's ``initialize`` does on this
+    device (ours: NHWC on CUDA, see ``ResUnetTrainer.channels_last_on_cuda``; nnU-Net's: never).
     """
     from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
     from nnunetv2.utilities.label_handling.label_handling import determine_num_input_channels
@@ -208,6 +209,8 @@ def build_trainer(trainer_name: str, plans: dict, dataset_json: dict, configurat
         trainer_class = recursive_find_trainer_class_by_name(trainer_name)
     if trainer_class is None:
         raise ValueError(f"trainer {trainer_name!r} not found in nnunetv2 or in nnUNet_extTrainer")
+    if channels_last is None:
+        channels_last = device.type == "cuda" and getattr(trainer_class, "channels_last_on_cuda", False)
     plans = copy.deepcopy(plans)
     plans["continue_training"] = False  # nnU-Net's run_training adds this key; the trainer pops it
     with _scratch_nnunet_env(compile_network), contextlib.redirect_stdout(io.StringIO()):
@@ -222,6 +225,7 @@ def build_trainer(trainer_name: str, plans: dict, dataset_json: dict, configurat
         trainer.network = torch.compile(network) if compile_network else network
         trainer.optimizer, trainer.lr_scheduler = trainer.configure_optimizers()
         trainer.loss = trainer._build_loss()
+    trainer.benchmark_channels_last = channels_last
     return trainer
 
 
@@ -230,7 +234,7 @@ def bare_network(trainer) -> nn.Module:
     return network._orig_mod if isinstance(network, OptimizedModule) else network
 
 
-def make_batch(trainer, batch_size: int, device: torch.device, channels_last: bool = False,
+def make_batch(trainer, batch_size: int, device: torch.device,
                seed: int = 0) -> tuple[torch.Tensor, list[torch.Tensor] | torch.Tensor]:
     """Random images and labels of the plans' patch size, with the targets nnU-Net's data pipeline would give the
     loss: one per deep-supervision scale, made by ``DownsampleSegForDSTransform`` itself."""
@@ -253,10 +257,8 @@ def make_batch(trainer, batch_size: int, device: torch.device, channels_last: bo
         downsample = DownsampleSegForDSTransform(ds_scales=scales)
         per_sample = [downsample(segmentation=s)["segmentation"] for s in seg]
         target = [torch.stack([sample[i] for sample in per_sample]).to(device) for i in range(len(scales))]
-    data = data.to(device)
-    if channels_last:
-        data = data.contiguous(memory_format=torch.channels_last)
-    return data, target
+    # NCHW even for a channels_last network, as nnU-Net's data loader delivers it; the first conv converts.
+    return data.to(device), target
 
 
 # ------------------------------------------------------------------------------------------------------ measuring
@@ -433,14 +435,14 @@ def effective_dtype_name(device: torch.device, dtype: str) -> str:
 
 def benchmark_trainer(spec: TrainerSpec, plans: dict, dataset_json: dict, configuration: str, device: torch.device,
                       batch_size: int | None = None, dtype: str = "auto", compile_network: bool = False,
-                      channels_last: bool = False, warmup: int = 3, steps: int = 10,
+                      channels_last: bool | None = None, warmup: int = 3, steps: int = 10,
                       peak_tflops: float | None = None) -> dict:
     """All figures for one trainer. Times are medians in seconds; FLOPs per patch (one sample)."""
     with PeakMemory(device) as peak:
         trainer = build_trainer(spec.trainer_name, plans, dataset_json, configuration, device, compile_network,
                                 channels_last)
         batch_size = batch_size or trainer.configuration_manager.batch_size
-        data, target = make_batch(trainer, batch_size, device, channels_last)
+        data, target = make_batch(trainer, batch_size, device)
         autocast_dtype = DTYPES[dtype]
         with contextlib.redirect_stdout(io.StringIO()):
             step_seconds = median_time(training_step(trainer, data, target, autocast_dtype), device, warmup, steps)
@@ -468,6 +470,7 @@ def benchmark_trainer(spec: TrainerSpec, plans: dict, dataset_json: dict, config
         "network": type(network).__name__,
         "patch_size": patch_size,
         "batch_size": batch_size,
+        "channels_last": trainer.benchmark_channels_last,
         "parameters": parameters,
         "forward_gflops_per_patch": forward_flops / 1e9,
         "train_step_ms": step_seconds * 1e3,
@@ -539,7 +542,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                              "bf16/fp16/fp32: the same step under autocast with that dtype.")
     parser.add_argument("--compile", action="store_true", help="torch.compile the network (and the Dice loss, as "
                         "nnU-Net does with nnUNet_compile).")
-    parser.add_argument("--channels-last", action="store_true", help="Network and inputs in channels_last.")
+    parser.add_argument("--channels-last", choices=("auto", "on", "off"), default="auto",
+                        help="Network and inputs in channels_last: auto does what each trainer does on the device "
+                             "(ResUnet trainers: on with CUDA; nnU-Net's: off), on/off force it for all.")
     parser.add_argument("--warmup", type=int, default=3, help="Untimed steps before timing (default 3).")
     parser.add_argument("--steps", type=int, default=10, help="Timed steps; the median is reported (default 10).")
     parser.add_argument("--peak-tflops", type=float,
@@ -581,8 +586,9 @@ def run(args: argparse.Namespace) -> tuple[dict, list[dict]]:
             plans, dataset_json = dataset_plans(args.dataset, plans_identifier)
             configuration = args.configuration
         print(f"benchmarking {spec.label} ...", file=sys.stderr, flush=True)
+        channels_last = {"auto": None, "on": True, "off": False}[args.channels_last]
         results.append(benchmark_trainer(spec, plans, dataset_json, configuration, device, args.batch_size,
-                                         args.dtype, args.compile, args.channels_last, args.warmup, args.steps,
+                                         args.dtype, args.compile, channels_last, args.warmup, args.steps,
                                          args.peak_tflops))
     meta = {
         "device": describe_device(device),

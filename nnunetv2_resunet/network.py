@@ -99,7 +99,9 @@ class BasicBlock(nn.Module):
         identity = x if self.downsample is None else self.downsample(x)
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
-        return self.relu(out + identity)
+        # In place, as torchvision does: BN's backward needs its input, not its output, so this saves an allocation.
+        out += identity
+        return self.relu(out)
 
 
 class ResNetEncoder(nn.Module):
