@@ -296,10 +296,13 @@ def saved_activation_bytes(network: nn.Module, data: torch.Tensor, autocast_dtyp
 
 
 class Timer:
-    """Wall time of a callable: CUDA events on a GPU (the work is asynchronous), ``time.perf_counter`` on CPU."""
+    """Wall time of a callable: CUDA events on a GPU (the work is asynchronous), ``time.perf_counter`` on CPU, or
+    with ``cpu_time`` on CPU the process's CPU time (``time.process_time``, summed over threads), which other
+    processes on a shared machine disturb far less than wall time."""
 
-    def __init__(self, device: torch.device):
+    def __init__(self, device: torch.device, cpu_time: bool = False):
         self.device = device
+        self.clock = time.process_time if cpu_time else time.perf_counter
 
     def __call__(self, fn: Callable[[], object]) -> float:
         if self.device.type == "cuda":
@@ -309,14 +312,15 @@ class Timer:
             end.record()
             torch.cuda.synchronize(self.device)
             return start.elapsed_time(end) / 1000
-        start_time = time.perf_counter()
+        start_time = self.clock()
         fn()
-        return time.perf_counter() - start_time
+        return self.clock() - start_time
 
 
-def median_time(fn: Callable[[], object], device: torch.device, warmup: int, steps: int) -> float:
+def median_time(fn: Callable[[], object], device: torch.device, warmup: int, steps: int,
+                cpu_time: bool = False) -> float:
     """Median seconds of ``steps`` calls after ``warmup`` calls (compilation, cuDNN autotuning, allocator warm-up)."""
-    timer = Timer(device)
+    timer = Timer(device, cpu_time)
     for _ in range(warmup):
         timer(fn)
     return statistics.median(timer(fn) for _ in range(steps))
@@ -436,7 +440,7 @@ def effective_dtype_name(device: torch.device, dtype: str) -> str:
 def benchmark_trainer(spec: TrainerSpec, plans: dict, dataset_json: dict, configuration: str, device: torch.device,
                       batch_size: int | None = None, dtype: str = "auto", compile_network: bool = False,
                       channels_last: bool | None = None, warmup: int = 3, steps: int = 10,
-                      peak_tflops: float | None = None) -> dict:
+                      peak_tflops: float | None = None, cpu_time: bool = False) -> dict:
     """All figures for one trainer. Times are medians in seconds; FLOPs per patch (one sample)."""
     with PeakMemory(device) as peak:
         trainer = build_trainer(spec.trainer_name, plans, dataset_json, configuration, device, compile_network,
@@ -445,7 +449,8 @@ def benchmark_trainer(spec: TrainerSpec, plans: dict, dataset_json: dict, config
         data, target = make_batch(trainer, batch_size, device)
         autocast_dtype = DTYPES[dtype]
         with contextlib.redirect_stdout(io.StringIO()):
-            step_seconds = median_time(training_step(trainer, data, target, autocast_dtype), device, warmup, steps)
+            step_seconds = median_time(training_step(trainer, data, target, autocast_dtype), device, warmup, steps,
+                                       cpu_time)
     network = bare_network(trainer)
     patch_size = list(trainer.configuration_manager.patch_size)
     forward_flops = count_forward_flops(network, (1, trainer.num_input_channels, *patch_size))
@@ -454,12 +459,15 @@ def benchmark_trainer(spec: TrainerSpec, plans: dict, dataset_json: dict, config
     activation_autocast = autocast_dtype if dtype != "auto" else (torch.float16 if device.type == "cuda" else None)
     if activation_autocast == torch.float32:
         activation_autocast = None
-    activations = saved_activation_bytes(network, data[:1], activation_autocast)
+    # Two patches minus one: what one more patch adds, without autocast's cast copies of the weights (saved once).
+    activations = (saved_activation_bytes(network, data[:1].repeat(2, 1, 1, 1), activation_autocast)
+                   - saved_activation_bytes(network, data[:1], activation_autocast))
 
     with contextlib.redirect_stdout(io.StringIO()):
         trainer.set_deep_supervision_enabled(False)
     trainer.network.eval()
-    inference_seconds = median_time(inference_step(trainer, data[:1], autocast_dtype), device, warmup, steps)
+    inference_seconds = median_time(inference_step(trainer, data[:1], autocast_dtype), device, warmup, steps,
+                                    cpu_time)
 
     dtype_name = effective_dtype_name(device, dtype)
     peak_tflops = peak_tflops or device_peak_tflops(device, dtype_name)
@@ -550,6 +558,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--peak-tflops", type=float,
                         help="Device peak in TFLOP/s for MFU (default: a table of known GPUs; none on CPU).")
     parser.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's).")
+    parser.add_argument("--cpu-time", action="store_true",
+                        help="On CPU, time with the process's CPU time instead of wall time (robust on a shared "
+                             "machine; with N threads it counts N cores' time).")
     parser.add_argument("-o", "--output-dir", default=os.path.join("results", "benchmarks"),
                         help="Where the .json and .md go (default results/benchmarks).")
     parser.add_argument("--name", help="Base name of the output files (default: date, device and plans).")
@@ -589,7 +600,7 @@ def run(args: argparse.Namespace) -> tuple[dict, list[dict]]:
         channels_last = {"auto": None, "on": True, "off": False}[args.channels_last]
         results.append(benchmark_trainer(spec, plans, dataset_json, configuration, device, args.batch_size,
                                          args.dtype, args.compile, channels_last, args.warmup, args.steps,
-                                         args.peak_tflops))
+                                         args.peak_tflops, args.cpu_time))
     meta = {
         "device": describe_device(device),
         "device_type": device.type,
@@ -597,6 +608,7 @@ def run(args: argparse.Namespace) -> tuple[dict, list[dict]]:
         "dtype": effective_dtype_name(device, args.dtype),
         "nnunet_default_step": args.dtype == "auto",
         "compile": args.compile,
+        "clock": "CUDA events" if device.type == "cuda" else ("process CPU time" if args.cpu_time else "wall"),
         "channels_last": args.channels_last,
         "plans": "synthetic 2d" if synthetic else f"{args.dataset} {args.plans} {args.configuration}",
         "warmup": args.warmup,

@@ -45,15 +45,15 @@ def format_table(meta: dict, results: list[dict]) -> str:
         f"Device: {meta['device']}; torch {meta['torch']}; {meta['dtype']}"
         f"{' (nnU-Net train_step)' if meta['nnunet_default_step'] else ''}; compile {meta['compile']}; "
         f"channels_last {meta['channels_last']}; plans: {meta['plans']}; median of {meta['steps']} steps after "
-        f"{meta['warmup']} warm-up.",
+        f"{meta['warmup']} warm-up; clock: {meta['clock']}.",
         "",
         "| " + " | ".join(header) + " |",
         "|" + "|".join("---" for _ in header) + "|",
     ]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
-    lines += ["", f"Peak memory: {meta['peak_memory_measures']}. Activations: bytes saved for backward by one "
-                  "patch's forward (device-independent for a dtype). MFU: 3 x forward FLOPs per step / step time / "
-                  "device peak. Ratios (x) are to the first row."]
+    lines += ["", f"Peak memory: {meta['peak_memory_measures']}. Activations: bytes one more patch saves for "
+                  "backward in the forward (device-independent for a dtype). MFU: 3 x forward FLOPs per step / "
+                  "step time / device peak. Ratios (x) are to the first row."]
     return "\n".join(lines)
 
 
