@@ -200,7 +200,7 @@ def build_trainer(trainer_name: str, plans: dict, dataset_json: dict, configurat
 
     The network is built by the trainer's own ``build_network_architecture`` with nnU-Net's arguments; nothing is
     read from a preprocessed dataset. ``channels_last=None`` does what the trainer's ``initialize`` does on this
-    device (ours: NHWC on CUDA, see ``ResUnetTrainer.channels_last_on_cuda``; nnU-Net's: never).
+    device (ours: NHWC on a single CUDA device, see ``ResUnetTrainer.channels_last_on_cuda``; nnU-Net's: never).
     """
     from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
     from nnunetv2.utilities.label_handling.label_handling import determine_num_input_channels

@@ -68,8 +68,9 @@ class ResUnetTrainer(nnUNetTrainer):
 
     def initialize(self):
         super().initialize()
-        if self.channels_last_on_cuda and self.device.type == "cuda":
-            # In place on the parameters the optimizer holds, before torch.compile's lazy first trace.
+        if self.channels_last_on_cuda and self.device.type == "cuda" and not self.is_ddp:
+            # In place on the parameters the optimizer holds, before torch.compile's lazy first trace. Not under DDP:
+            # its gradient buckets already have the parameters' old layout, and every step would copy gradients.
             self._bare_network().to(memory_format=torch.channels_last)
         if self.resunet_config.imagenet_init:
             # Before any checkpoint: nnU-Net's --c, --val and -pretrained_weights load afterwards and win.
