@@ -58,6 +58,8 @@ setup(
             "nnUNetv2_resunet_convert_synapse = nnunetv2_resunet.dataset_conversion.convert_synapse:main",
             "nnUNetv2_resunet_convert_acdc = nnunetv2_resunet.dataset_conversion.convert_acdc:main",
             "nnUNetv2_resunet_convert_avt = nnunetv2_resunet.dataset_conversion.convert_avt:main",
+            "nnUNetv2_resunet_benchmark = nnunetv2_resunet.benchmark:main",
+            "nnUNetv2_resunet_plan = nnunetv2_resunet.planning:main",
         ],
     },
     cmdclass={"build_py": BuildPyWithPth},

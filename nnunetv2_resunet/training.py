@@ -41,6 +41,9 @@ class ResUnetTrainer(nnUNetTrainer):
     any config of the family (``nnunetv2_resunet.registry.NETWORK_CONFIGS``)."""
 
     resunet_config: NetworkConfig = LADDER["v1_0"]
+    # NHWC on CUDA: cuDNN's tensor-core convolutions and batch norm run natively in it under autocast. Inputs stay
+    # NCHW; the first convolution's output follows the weights' format. Not on CPU, where nnU-Net does not train.
+    channels_last_on_cuda: bool = True
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
@@ -76,6 +79,10 @@ class ResUnetTrainer(nnUNetTrainer):
 
     def initialize(self):
         super().initialize()
+        if self.channels_last_on_cuda and self.device.type == "cuda" and not self.is_ddp:
+            # In place on the parameters the optimizer holds, before torch.compile's lazy first trace. Not under DDP:
+            # its gradient buckets already have the parameters' old layout, and every step would copy gradients.
+            self._bare_network().to(memory_format=torch.channels_last)
         if isinstance(self.resunet_config, ResUnetConfig) and self.resunet_config.imagenet_init:
             # Before any checkpoint: nnU-Net's --c, --val and -pretrained_weights load afterwards and win.
             state_dict, path = read_pretrained_file()

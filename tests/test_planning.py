@@ -1,0 +1,134 @@
+"""nnUNetv2_resunet_plan on a small synthetic dataset, through the real command line, next to nnU-Net's default plan."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from nnunetv2_resunet.configs import LADDER
+from nnunetv2_resunet.network import ResUnet
+from nnunetv2_resunet.planning import (
+    PLANS_IDENTIFIER,
+    RESUNET_REFERENCE_VAL_2D,
+    calibrate_reference,
+    resunet_feature_map_size,
+)
+
+DATASET_ID = 951
+DATASET_NAME = f"Dataset{DATASET_ID}_ResUnetPlanTest"
+N_CASES, SLICES, EDGE = 6, 20, 64
+
+
+def write_dataset(raw: str) -> None:
+    """6 CT-like volumes of 20 x 64 x 64 voxels (3 mm slices, 1 mm in-plane) with two foreground labels."""
+    folder = os.path.join(raw, DATASET_NAME)
+    os.makedirs(os.path.join(folder, "imagesTr"))
+    os.makedirs(os.path.join(folder, "labelsTr"))
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[:EDGE, :EDGE]
+    for case in range(N_CASES):
+        label = np.zeros((SLICES, EDGE, EDGE), dtype=np.uint8)
+        cy, cx = rng.integers(20, 44, size=2)
+        label[:, (yy - cy) ** 2 + (xx - cx) ** 2 < 100] = 1
+        label[:, (yy - cy) ** 2 + (xx - cx) ** 2 < 25] = 2
+        image = (rng.normal(0, 20, label.shape) + 100 * label).astype(np.float32)
+        for array, path in ((image, f"imagesTr/case_{case:03d}_0000.nii.gz"),
+                            (label, f"labelsTr/case_{case:03d}.nii.gz")):
+            itk = sitk.GetImageFromArray(array)
+            itk.SetSpacing((1.0, 1.0, 3.0))
+            sitk.WriteImage(itk, os.path.join(folder, path))
+    with open(os.path.join(folder, "dataset.json"), "w") as f:
+        json.dump({"channel_names": {"0": "CT"}, "labels": {"background": 0, "organ": 1, "core": 2},
+                   "numTraining": N_CASES, "file_ending": ".nii.gz"}, f)
+
+
+def run_python(code: str, args: list[str], env: dict) -> str:
+    completed = subprocess.run([sys.executable, "-c", code, *args], env=env, capture_output=True, text=True,
+                               timeout=600)
+    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
+    return completed.stdout
+
+
+PLAN = "import sys; from nnunetv2_resunet.planning import main; sys.argv[0] = 'nnUNetv2_resunet_plan'; main()"
+NNUNET_PLAN = ("import sys; from nnunetv2.experiment_planning.plan_and_preprocess_entrypoints import "
+               "plan_experiment_entry; sys.argv[0] = 'nnUNetv2_plan_experiment'; plan_experiment_entry()")
+
+
+@pytest.fixture(scope="module")
+def planned(tmp_path_factory):
+    """The dataset planned by nnU-Net (nnUNetPlans), by us at 8 GB (preprocessed) and by us at a tiny target."""
+    root = tmp_path_factory.mktemp("nnunet")
+    env = dict(os.environ)
+    for name in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
+        env[name] = str(root / name)
+        os.makedirs(env[name])
+    write_dataset(env["nnUNet_raw"])
+    out_default = run_python(PLAN, ["-d", str(DATASET_ID), "-np", "1", "-npfp", "1"], env)
+    out_small = run_python(PLAN, ["-d", str(DATASET_ID), "-gpu_memory_target", "0.05", "--no_pp",
+                                  "-overwrite_plans_name", "nnUNetResUnetPlans_small"], env)
+    run_python(NNUNET_PLAN, ["-d", str(DATASET_ID)], env)
+    folder = root / "nnUNet_preprocessed" / DATASET_NAME
+    return {"folder": folder, "env": env, "out_default": out_default, "out_small": out_small}
+
+
+def load_2d(folder, plans_identifier: str):
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+    return PlansManager(str(folder / f"{plans_identifier}.json")).get_configuration("2d")
+
+
+def test_plans_file_is_valid_and_follows_nnunet_rules(planned):
+    config = load_2d(planned["folder"], PLANS_IDENTIFIER)
+    assert config.batch_size >= 2
+    assert len(config.patch_size) == 2
+    # The patch covers the median image (64 x 64) when the memory allows it, as nnU-Net's does.
+    assert list(config.patch_size) == [EDGE, EDGE]
+    # At most 5% of the dataset per batch (nnU-Net rounds): 6 cases x 20 slices of 64 x 64.
+    assert config.batch_size <= round(0.05 * N_CASES * SLICES)
+    assert config.data_identifier == "nnUNetPlans_2d"
+    with open(planned["folder"] / f"{PLANS_IDENTIFIER}.json") as f:
+        assert json.load(f)["experiment_planner_used"] == "nnUNetResUnetPlanner"
+    assert "Train with: nnUNetv2_train 951 2d FOLD -p nnUNetResUnetPlans -tr ResUnetTrainer" in planned["out_default"]
+
+
+def test_2d_data_is_preprocessed(planned):
+    data_folder = planned["folder"] / "nnUNetPlans_2d"
+    assert data_folder.is_dir() and len(list(data_folder.iterdir())) >= N_CASES
+
+
+def test_small_target_plans_less_than_nnunet_default(planned):
+    ours = load_2d(planned["folder"], "nnUNetResUnetPlans_small")
+    default = load_2d(planned["folder"], "nnUNetPlans")
+    assert ours.batch_size >= 2
+    smaller_batch = ours.batch_size < default.batch_size
+    smaller_patch = np.prod(ours.patch_size) < np.prod(default.patch_size)
+    assert smaller_batch or smaller_patch, (ours.patch_size, ours.batch_size, default.patch_size, default.batch_size)
+    assert "nnUNetv2_preprocess -d 951 -plans_name nnUNetResUnetPlans_small -c 2d" in planned["out_small"]
+
+
+def test_resunet_trainer_builds_from_the_plans(planned, monkeypatch):
+    """The planned patch goes through the network nnU-Net's trainer builds (via the benchmark's trainer setup)."""
+    import torch
+
+    from nnunetv2_resunet.benchmark import build_trainer, dataset_plans
+
+    monkeypatch.setenv("nnUNet_preprocessed", planned["env"]["nnUNet_preprocessed"])
+    plans, dataset_json = dataset_plans(str(DATASET_ID), PLANS_IDENTIFIER)
+    trainer = build_trainer("ResUnetTrainer", plans, dataset_json, "2d", torch.device("cpu"))
+    outputs = trainer.network(torch.zeros((1, 1, *trainer.configuration_manager.patch_size)))
+    assert len(outputs) == len(trainer._get_deep_supervision_scales())
+
+
+def test_estimate_is_the_network_feature_map_size():
+    network = ResUnet(1, 3, LADDER["v1_0"], deep_supervision=True)
+    assert resunet_feature_map_size(LADDER["v1_0"], (96, 128), 1, 3) == network.compute_conv_feature_map_size((96, 128))
+
+
+def test_reference_matches_its_calibration():
+    """The hard-coded reference is nnU-Net's scaled by the measured saved-activation bytes per element."""
+    measured = calibrate_reference((128, 128))
+    assert abs(measured / RESUNET_REFERENCE_VAL_2D - 1) < 0.05, measured
