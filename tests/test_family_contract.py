@@ -11,8 +11,9 @@ from batchgeneratorsv2.transforms.utils.deep_supervision_downsampling import Dow
 from nnunetv2_resunet.registry import NETWORK_CONFIGS, build_network
 
 IN_CHANNELS, NUM_CLASSES = 1, 3
-# Sizes that are not multiples of any network's stride (the padding path); 64 x 64 is (the direct path).
-SIZES = [(40, 36), (33, 47)]
+# Sizes that are not multiples of any network's stride (the padding path; 12 x 9 is below every deepest stride);
+# 64 x 64 is one (the direct path).
+SIZES = [(40, 36), (33, 47), (12, 9)]
 
 _cache: dict[tuple[str, bool], torch.nn.Module] = {}
 

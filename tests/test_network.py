@@ -1,11 +1,11 @@
-"""The network contract, tested over every row of the ladder: shapes, deep supervision, state dicts, sizes, and
-the one change each ladder step claims."""
+"""The ladder's own claims: torchvision names, nnU-Net's memory estimate, SyncBatchNorm, and the one change each
+ladder step makes. The contract every network of the family honours (shapes for any size, deep supervision vs
+nnU-Net's targets, strict loads with deep supervision off, logits) is tested in test_family_contract.py."""
 
 import dataclasses
 
 import pytest
 import torch
-from batchgeneratorsv2.transforms.utils.deep_supervision_downsampling import DownsampleSegForDSTransform
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -13,8 +13,6 @@ from nnunetv2_resunet.configs import LADDER
 from nnunetv2_resunet.network import ResUnet, ResUnetConfig
 
 NUM_CLASSES = 4
-# A size that is a multiple of every stride, and two that are not (odd, and below the deepest stride).
-SIZES = [(64, 64), (37, 50), (12, 9)]
 
 
 @pytest.fixture(scope="module", params=list(LADDER))
@@ -34,44 +32,6 @@ def flops(network: nn.Module, size: tuple[int, int]) -> int:
     with counter, torch.no_grad():
         network(torch.zeros(1, network.encoder.conv1.in_channels, *size))
     return counter.get_total_flops()
-
-
-@pytest.mark.parametrize("size", SIZES)
-def test_full_resolution_logits_for_any_size(config, size):
-    network = build(config, deep_supervision=False, input_channels=2)
-    out = network(torch.randn(2, 2, *size))
-    assert out.shape == (2, NUM_CLASSES, *size)
-    # Logits, not probabilities: nnU-Net applies its own nonlinearity.
-    assert not torch.allclose(out.softmax(1).sum(1), out.sum(1))
-
-
-@pytest.mark.parametrize("size", SIZES)
-def test_deep_supervision_outputs_match_nnunet_targets(config, size):
-    """One output per scale the trainer hands nnU-Net, each exactly the size nnU-Net's target downsampling gives."""
-    network = build(config, deep_supervision=True)
-    outputs = network(torch.randn(2, 1, *size))
-    scales = [[1 / s] * 2 for s in network.output_strides]  # what ResUnetTrainer._get_deep_supervision_scales gives
-    targets = DownsampleSegForDSTransform(ds_scales=scales)(segmentation=torch.zeros(1, *size))["segmentation"]
-    assert len(outputs) == len(targets) == len(network.output_strides)
-    assert network.output_strides[0] == 1
-    for output, target in zip(outputs, targets, strict=True):
-        assert output.shape[2:] == target.shape[1:]
-
-
-def test_state_dict_loads_strictly_across_deep_supervision(config):
-    with_ds = build(config, deep_supervision=True, seed=1)
-    without_ds = build(config, deep_supervision=False, seed=2)
-    without_ds.load_state_dict(with_ds.state_dict(), strict=True)
-    with_ds.load_state_dict(without_ds.state_dict(), strict=True)
-    x = torch.randn(1, 1, 40, 48)
-    with torch.no_grad():
-        assert torch.equal(with_ds(x)[0], without_ds(x))
-
-
-def test_deep_supervision_is_a_plain_flag(config):
-    network = build(config, deep_supervision=False)
-    network.decoder.deep_supervision = True
-    assert len(network(torch.randn(1, 1, 32, 32))) == len(network.output_strides)
 
 
 def test_encoder_keeps_torchvision_names(config):

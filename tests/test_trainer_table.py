@@ -1,4 +1,4 @@
-"""The trainer table in docs/models.md is generated, current, and covers every trainer nnU-Net can find."""
+"""The trainer table in README.md is generated, current, and covers every trainer nnU-Net can find."""
 
 from pathlib import Path
 
@@ -19,15 +19,15 @@ from nnunetv2_resunet.trainer_table import (
     trainer_stats,
 )
 
-MODELS_DOC = Path(__file__).resolve().parents[1] / "docs" / "models.md"
+README = Path(__file__).resolve().parents[1] / "README.md"
 
 
-def test_models_doc_table_is_current():
+def test_readme_table_is_current():
     rows = trainer_stats()
     table = markdown_table(rows, DEFAULT_PATCH_SIZE, DEFAULT_INPUT_CHANNELS, DEFAULT_NUM_CLASSES)
-    document = MODELS_DOC.read_text(encoding="utf-8")
+    document = README.read_text(encoding="utf-8")
     assert replace_table(document, table) == document, \
-        "docs/models.md is stale: run python -m nnunetv2_resunet.trainer_table --update docs/models.md"
+        "README.md's table is stale: run python -m nnunetv2_resunet.trainer_table --update README.md"
     assert len(rows) == len(all_trainers()) == 1 + len(LADDER) + 7 + 1
     for row in rows:
         assert f"`{row.trainer}`" in document
