@@ -18,7 +18,7 @@ from torch import nn
 
 
 class SegmentationNetwork(nn.Module):
-    """Encoder + decoder with nnU-Net's contract. Subclasses set ``input_channels``, ``encoder`` and ``decoder``.
+    """Encoder + decoder with nnU-Net's contract. Subclasses build ``encoder`` and ``decoder`` from ``config``.
 
     Shapes:
         input ``(B, input_channels, H, W)`` with any H, W; output ``(B, num_classes, H, W)``, or with deep
@@ -26,9 +26,15 @@ class SegmentationNetwork(nn.Module):
         ``s_i = output_strides[i]`` (the sizes nnU-Net's target downsampling produces).
     """
 
-    input_channels: int
     encoder: nn.Module
     decoder: nn.Module
+
+    def __init__(self, input_channels: int, num_classes: int, config):
+        super().__init__()
+        if input_channels < 1 or num_classes < 1:
+            raise ValueError(f"input_channels and num_classes must be positive, got {input_channels}, {num_classes}")
+        self.config = config
+        self.input_channels = input_channels
 
     @property
     def output_strides(self) -> tuple[int, ...]:

@@ -213,10 +213,6 @@ class ResUnet(SegmentationNetwork):
     """
 
     def __init__(self, input_channels: int, num_classes: int, config: ResUnetConfig, deep_supervision: bool = False):
-        super().__init__()
-        if input_channels < 1 or num_classes < 1:
-            raise ValueError(f"input_channels and num_classes must be positive, got {input_channels}, {num_classes}")
-        self.config = config
-        self.input_channels = input_channels
+        super().__init__(input_channels, num_classes, config)
         self.encoder = ResNetEncoder(input_channels, config)
         self.decoder = build_decoder(self.encoder, config, num_classes, deep_supervision)

@@ -113,11 +113,7 @@ class ConvUNet(SegmentationNetwork):
     """
 
     def __init__(self, input_channels: int, num_classes: int, config: ConvUNetConfig, deep_supervision: bool = False):
-        super().__init__()
-        if input_channels < 1 or num_classes < 1:
-            raise ValueError(f"input_channels and num_classes must be positive, got {input_channels}, {num_classes}")
-        self.config = config
-        self.input_channels = input_channels
+        super().__init__(input_channels, num_classes, config)
         self.encoder = ConvUNetEncoder(input_channels, config)
         block: BlockFactory = double_conv if config.block == "plain" else ResidualUnit
         self.decoder = UNetDecoder(self.encoder, num_classes, deep_supervision, skips=self.encoder.feature_names[:-1],

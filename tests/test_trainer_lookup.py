@@ -6,6 +6,7 @@ import sys
 
 from nnunetv2_resunet._ext_trainer import EXT_TRAINER_FOLDER, register_ext_trainer_folder
 from nnunetv2_resunet.configs import LADDER
+from nnunetv2_resunet.trainer_table import all_trainers
 from nnunetv2_resunet.training import LADDER_TRAINERS, ResUnetTrainer
 
 
@@ -33,11 +34,13 @@ def test_registration_is_idempotent():
     assert environ["nnUNet_extTrainer"].split(os.pathsep) == ["/mine", EXT_TRAINER_FOLDER]
 
 
-TRAINER_CONFIGS = {"ResUnetTrainer": "v1_0", **{f"ResUnetTrainer_{n}": n for n in LADDER}}
+# Every trainer of the plugin (ladder, comparison models, recipe variant) with the config it names.
+TRAINER_CONFIGS = {t.__name__: t.resunet_config.name for t in all_trainers()}
 
 
 def test_nnunet_lookup_finds_every_trainer():
-    """nnU-Net's own lookup, in a fresh interpreter with no nnUNet_extTrainer set by anyone."""
+    """nnU-Net's own lookup, in a fresh interpreter with no nnUNet_extTrainer set by anyone: every trainer is
+    re-exported where nnU-Net looks."""
     code = ("from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name as find\n"
             f"for name in {list(TRAINER_CONFIGS)!r}:\n"
             "    cls = find(name)\n"
