@@ -4,6 +4,7 @@ Runs on CPU on the small synthetic dataset of ``conftest.py``, with short-run su
 into an ``nnUNet_extTrainer`` folder the way a user's own trainer would be.
 """
 
+import csv
 import json
 import shutil
 from pathlib import Path
@@ -59,14 +60,42 @@ def test_continue_training_and_validation_only(nnunet_workspace, trained_resunet
     assert summary_file.is_file()
 
 
-def test_find_best_configuration_next_to_nnunet_default(nnunet_workspace, trained_resunet):
-    nnunet_workspace.train("nnUNetTrainer")
+@pytest.fixture(scope="module")
+def trained_default(nnunet_workspace):
+    """nnU-Net's default trainer (a short-run subclass of nnUNetTrainer) trained on fold 0, for comparisons."""
+    return nnunet_workspace.train("nnUNetTrainer")
+
+
+def test_find_best_configuration_next_to_nnunet_default(nnunet_workspace, trained_resunet, trained_default):
     nnunet_workspace.run("nnUNetv2_find_best_configuration", SYNTHETIC_ID, "-c", "2d", "-f", "0",
                          "-tr", "ResUnetTrainer_short", "nnUNetTrainer_short", "--disable_ensembling")
     info = json.loads((nnunet_workspace.results / SYNTHETIC_NAME / "inference_information.json").read_text())
     # Keys are nnU-Net's TRAINER__PLANS__CONFIGURATION identifiers, values the cross-validation foreground Dice.
     assert {key.split("__")[0] for key in info["all_results"]} == {"ResUnetTrainer_short", "nnUNetTrainer_short"}
     assert all(0.0 <= dice <= 1.0 for dice in info["all_results"].values())
+
+
+def test_report_collates_ours_beside_nnunet_default(nnunet_workspace, trained_resunet, trained_default, tmp_path):
+    """Step 4 of the user flow on real nnU-Net outputs: the report reads both trainers' cross-validation folders."""
+    nnunet_workspace.run("nnUNetv2_resunet_report", "-d", SYNTHETIC_ID, "-c", "2d", "-f", "0", "-np", "1",
+                         "-tr", "ResUnetTrainer_short", "nnUNetTrainer_short", "-o", tmp_path, "--no-plots")
+    with open(tmp_path / "per_case.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    validation_cases = {p.name.removesuffix(".nii.gz") for p in (trained_resunet / "validation").glob("*.nii.gz")}
+    assert validation_cases
+    for trainer in ("ResUnetTrainer_short", "nnUNetTrainer_short"):
+        mine = [r for r in rows if r["trainer"] == trainer]
+        assert {r["case"] for r in mine} == validation_cases
+        assert {r["class"] for r in mine} == {"disk", "square"}
+    # The report's Dice for a case agrees with nnU-Net's own validation summary of the same predictions.
+    summary = json.loads((trained_resunet / "validation" / "summary.json").read_text())
+    for case in summary["metric_per_case"]:
+        name = Path(case["prediction_file"]).name.removesuffix(".nii.gz")
+        for label, metrics in case["metrics"].items():
+            row = next(r for r in rows if r["trainer"] == "ResUnetTrainer_short" and r["case"] == name
+                       and int(r["label"]) == int(label))
+            assert float(row["dice"]) == pytest.approx(metrics["Dice"], nan_ok=True)
+    assert "ResUnetTrainer_short" in (tmp_path / "report.md").read_text()
 
 
 def test_3d_configuration_is_refused_with_a_clear_error(nnunet_workspace):
