@@ -75,7 +75,8 @@ def test_bottleneck_block_has_torchvision_names_and_expansion():
 
 @pytest.mark.parametrize("depth", list(RESNET_ENCODERS))
 def test_torchvision_state_dict_loads_at_every_depth(depth):
-    torchvision = pytest.importorskip("torchvision")
+    import torchvision  # installed with nnunetv2 (dynamic-network-architectures -> timm); only tests use it
+
     torch.manual_seed(depth)
     state_dict = getattr(torchvision.models, f"resnet{depth}")(weights=None).state_dict()
     # With the fix-3a tail, which has no torchvision counterpart and keeps its initialisation.
@@ -91,7 +92,8 @@ def test_torchvision_state_dict_loads_at_every_depth(depth):
 
 
 def test_depth_mismatch_is_a_clear_error():
-    torchvision = pytest.importorskip("torchvision")
+    import torchvision  # installed with nnunetv2 (dynamic-network-architectures -> timm); only tests use it
+
     from nnunetv2_resunet.pretrained import PretrainedWeightsError
     encoder = ResNetEncoder(3, replace(SEED, **resnet_encoder(50)))
     with pytest.raises(PretrainedWeightsError, match="resnet34.pth lacks 102 encoder keys.*another depth"):
