@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 import sysconfig
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -73,6 +74,19 @@ def assert_nothing_written(dirs: NnunetDirs) -> None:
     """No dataset, no hidden build folder and no split were left behind."""
     assert sorted(p.name for p in dirs.raw.iterdir()) == []
     assert sorted(p.name for p in dirs.preprocessed.rglob("*")) == []
+
+
+def assert_refused(convert: Callable[[], object], source: Path, names: str, says: str, dirs: NnunetDirs) -> None:
+    """``convert()`` raises a ConversionError naming ``names`` and saying ``says``, writes nothing and leaves
+    ``source`` (which may be missing altogether) unchanged."""
+    from nnunetv2_resunet.dataset_conversion.common import ConversionError
+
+    before = tree_digest(source) if source.exists() else {}
+    with pytest.raises(ConversionError) as error:
+        convert()
+    assert names in str(error.value) and says in str(error.value), str(error.value)
+    assert_nothing_written(dirs)
+    assert (tree_digest(source) if source.exists() else {}) == before
 
 
 def load_json(path: Path) -> object:

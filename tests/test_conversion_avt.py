@@ -14,7 +14,7 @@ import SimpleITK as sitk
 from conversion_helpers import (
     NnunetDirs,
     assert_exact,
-    assert_nothing_written,
+    assert_refused,
     case_ids,
     check_five_folds,
     load_json,
@@ -23,7 +23,6 @@ from conversion_helpers import (
     tree_digest,
     verify_with_nnunet,
 )
-from nnunetv2_resunet.dataset_conversion.common import ConversionError
 from nnunetv2_resunet.dataset_conversion.convert_avt import TEST_CASES, convert_avt
 
 SUFFIXES = {"R1": " (AD)", "R2": " (AD)", "R5": " (AD)", "R6": " (AAA)", "R7": " (AD)", "R8": " (AD)"}
@@ -203,12 +202,8 @@ def test_figshare_bad_input(
     says: str,
 ) -> None:
     break_release(figshare_release)
-    before = tree_digest(figshare_release)
-    with pytest.raises(ConversionError) as error:
-        convert_avt(figshare_release, 803, num_processes=2)
-    assert names in str(error.value) and says in str(error.value), str(error.value)
-    assert_nothing_written(conversion_nnunet_dirs)
-    assert tree_digest(figshare_release) == before
+    assert_refused(lambda: convert_avt(figshare_release, 803, num_processes=2),
+                   figshare_release, names, says, conversion_nnunet_dirs)
 
 
 LAST_TEST = "test_vol_h5/R18.h5"
@@ -266,12 +261,8 @@ def test_2d_layout_bad_input(
     says: str,
 ) -> None:
     break_release(avt_2d_release)
-    before = tree_digest(avt_2d_release)
-    with pytest.raises(ConversionError) as error:
-        convert_avt(avt_2d_release, 803, num_processes=2)
-    assert names in str(error.value) and says in str(error.value), str(error.value)
-    assert_nothing_written(conversion_nnunet_dirs)
-    assert tree_digest(avt_2d_release) == before
+    assert_refused(lambda: convert_avt(avt_2d_release, 803, num_processes=2),
+                   avt_2d_release, names, says, conversion_nnunet_dirs)
 
 
 def test_console_command_overwrite_and_nnunet_integrity(

@@ -13,7 +13,7 @@ import SimpleITK as sitk
 from conversion_helpers import (
     NnunetDirs,
     assert_exact,
-    assert_nothing_written,
+    assert_refused,
     case_ids,
     check_five_folds,
     load_json,
@@ -263,12 +263,8 @@ def test_transunet_bad_input(
     says: str,
 ) -> None:
     break_release(transunet_release)
-    before = tree_digest(transunet_release)
-    with pytest.raises(ConversionError) as error:
-        convert_synapse(transunet_release, 801, num_processes=2)
-    assert names in str(error.value) and says in str(error.value), str(error.value)
-    assert_nothing_written(conversion_nnunet_dirs)
-    assert tree_digest(transunet_release) == before
+    assert_refused(lambda: convert_synapse(transunet_release, 801, num_processes=2),
+                   transunet_release, names, says, conversion_nnunet_dirs)
 
 
 BTCV_BAD_INPUTS: list[tuple[str, Callable[[Path], None], str, str]] = [
@@ -307,12 +303,7 @@ def test_btcv_bad_input(
     says: str,
 ) -> None:
     break_release(btcv_release / "RawData" / "Training")
-    before = tree_digest(btcv_release)
-    with pytest.raises(ConversionError) as error:
-        convert_synapse(btcv_release, 802)
-    assert names in str(error.value) and says in str(error.value), str(error.value)
-    assert_nothing_written(conversion_nnunet_dirs)
-    assert tree_digest(btcv_release) == before
+    assert_refused(lambda: convert_synapse(btcv_release, 802), btcv_release, names, says, conversion_nnunet_dirs)
 
 
 def test_btcv_rejects_spacing(btcv_release: Path, conversion_nnunet_dirs: NnunetDirs) -> None:
