@@ -10,8 +10,6 @@ import hashlib
 import json
 import os
 import subprocess
-import sys
-import sysconfig
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
+from conftest import console_script
 
 
 @dataclass(frozen=True)
@@ -99,29 +98,20 @@ def case_ids(folder: Path, channel_suffix: str = "") -> list[str]:
     return sorted(p.name[: -len(ending)] for p in folder.glob(f"*{ending}"))
 
 
-def console_script(name: str) -> str:
-    """Path of an installed console script of this interpreter's environment."""
-    path = Path(sysconfig.get_path("scripts")) / name
-    assert path.is_file(), f"{path} is not installed; pip install the project first"
-    return str(path)
-
-
 def run_console(name: str, args: list[str], dirs: NnunetDirs) -> subprocess.CompletedProcess[str]:
     """Run an installed console script with the test's nnU-Net folders."""
     return subprocess.run(
-        [console_script(name), *args], env=dirs.env(), capture_output=True, text=True, timeout=600, check=False
+        [*console_script(name), *args], env=dirs.env(), capture_output=True, text=True, timeout=600, check=False
     )
 
 
 def verify_with_nnunet(dataset_id: int, dirs: NnunetDirs, preprocess: bool = True) -> subprocess.CompletedProcess[str]:
-    """``nnUNetv2_plan_and_preprocess -d ID -c 2d --verify_dataset_integrity -np 1`` with this interpreter.
+    """``nnUNetv2_plan_and_preprocess -d ID -c 2d --verify_dataset_integrity -np 1``, nnU-Net's installed command.
 
     ``preprocess=False`` adds ``--no_pp``: integrity check, fingerprint and plans only, which saves time on replicas.
     """
     command = [
-        sys.executable,
-        "-m",
-        "nnunetv2.experiment_planning.plan_and_preprocess_entrypoints",
+        *console_script("nnUNetv2_plan_and_preprocess"),
         "-d",
         str(dataset_id),
         "-c",
