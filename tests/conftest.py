@@ -140,6 +140,11 @@ class NnUNetWorkspace:
         return self.output_folder(name, fold)
 
 
+def pytest_addoption(parser):
+    parser.addoption("--update-signatures", action="store_true",
+                     help="rewrite tests/state_dict_signatures.json from the code (a deliberate act: review the diff)")
+
+
 def console_script(name: str) -> list[str]:
     """How to run an installed console script with the interpreter running the tests.
 
