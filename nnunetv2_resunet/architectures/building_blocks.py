@@ -1,7 +1,7 @@
 """Layers shared by every network of the family: conv units, ResNet blocks, the decoder stage, skip gating.
 
-They live apart from the networks so that the ResNet family (``network``), the comparison decoders
-(``decoders``) and the plain-conv U-Nets (``unets``) build on one copy of each. The ResNet blocks keep
+They live apart from the networks so that every encoder (``encoders/``), decoder (``decoders/``) and network
+family builds on one copy of each. The ResNet blocks keep
 torchvision's parameter names (``conv1``, ``bn1``, ..., ``downsample.0/1``) so ImageNet state dicts load by name.
 """
 

@@ -1,7 +1,7 @@
 """Plain-conv U-Nets without a ResNet backbone: the classic U-Net and the residual-unit "ResUNet".
 
 One configurable network, :class:`ConvUNet`, configured by a frozen :class:`ConvUNetConfig`; the named variants
-are rows in ``nnunetv2_resunet.comparisons.PLAIN_UNETS``.
+are rows in ``configs/comparisons.py`` (``PLAIN_UNETS``).
 
 - Classic U-Net (Ronneberger et al., 2015): two 3x3 convs per level, 64 to 1024 channels, 2x2 max-pool down,
   2x2 transposed conv up. Convs are padded (nnU-Net needs output size = input size) and followed by BatchNorm,
@@ -10,23 +10,18 @@ are rows in ``nnunetv2_resunet.comparisons.PLAIN_UNETS``.
   pre-activation residual units in encoder and decoder, downsampling by a stride-2 conv, 64 to 512 channels.
   ``skip_attention`` gates every skip with a spatial-attention map (channel mean and max, 7x7 conv, sigmoid).
 
-The decoder is :class:`nnunetv2_resunet.decoders.UNetDecoder`, shared with the ResNet family; padding, cropping
-and the memory estimate come from :class:`nnunetv2_resunet.base.SegmentationNetwork`.
+The encoder is ``encoders/conv.py``'s; the decoder is ``decoders/unet.py``'s, shared with the ResNet family;
+padding, cropping and the memory estimate come from ``base.SegmentationNetwork``.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
-from torch import nn
-
-from nnunetv2_resunet.base import SegmentationNetwork
-from nnunetv2_resunet.blocks import BlockFactory, ResidualUnit, double_conv
-from nnunetv2_resunet.decoders import UNetDecoder
-
-CONV_BLOCKS = ("plain", "residual")
-DOWNSAMPLING = ("maxpool", "stride")
+from nnunetv2_resunet.architectures.base import SegmentationNetwork
+from nnunetv2_resunet.architectures.building_blocks import BlockFactory, ResidualUnit, double_conv
+from nnunetv2_resunet.architectures.decoders.unet import UNetDecoder
+from nnunetv2_resunet.architectures.encoders.conv import CONV_BLOCKS, DOWNSAMPLING, ConvUNetEncoder
 
 
 @dataclass(frozen=True)
@@ -63,41 +58,6 @@ class ConvUNetConfig:
             raise ValueError(f"{self.name}: strided downsampling needs block='residual', got block={self.block!r}")
 
 
-class ConvUNetEncoder(nn.Module):
-    """One conv unit per level, each level (but the first) at half the resolution of the one above.
-
-    Attributes:
-        feature_names: ``level0`` .. ``levelN``, shallowest first.
-        output_channels: Their widths (``config.widths``).
-        strides: Their downsampling factors: 1, 2, 4, ...
-    """
-
-    def __init__(self, input_channels: int, config: ConvUNetConfig):
-        super().__init__()
-        levels = []
-        for index, width in enumerate(config.widths):
-            in_channels = config.widths[index - 1] if index else input_channels
-            if config.block == "plain":
-                unit = double_conv(in_channels, width)
-            else:
-                stride = 2 if index and config.downsampling == "stride" else 1
-                # The first unit sees the raw image: no BN-ReLU before its first conv (as in the paper).
-                unit = ResidualUnit(in_channels, width, stride, preactivate=index > 0)
-            pooled = index > 0 and config.downsampling == "maxpool"
-            levels.append(nn.Sequential(nn.MaxPool2d(2), unit) if pooled else unit)
-        self.levels = nn.ModuleList(levels)
-        self.feature_names = tuple(f"level{i}" for i in range(len(config.widths)))
-        self.output_channels = tuple(config.widths)
-        self.strides = tuple(2 ** i for i in range(len(config.widths)))
-
-    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        features = {}
-        for name, level in zip(self.feature_names, self.levels):
-            x = level(x)
-            features[name] = x
-        return features
-
-
 class ConvUNet(SegmentationNetwork):
     """A plain-conv U-Net configured by a :class:`ConvUNetConfig`, with nnU-Net's network contract.
 
@@ -108,13 +68,13 @@ class ConvUNet(SegmentationNetwork):
         deep_supervision: Return one output per decoder stage, full resolution first.
 
     Shapes:
-        As :class:`nnunetv2_resunet.base.SegmentationNetwork`; ``output_strides`` are 1, 2, 4, ... (one per
-        decoder stage).
+        As :class:`nnunetv2_resunet.architectures.base.SegmentationNetwork`; ``output_strides`` are 1, 2, 4, ...
+        (one per decoder stage).
     """
 
     def __init__(self, input_channels: int, num_classes: int, config: ConvUNetConfig, deep_supervision: bool = False):
         super().__init__(input_channels, num_classes, config)
-        self.encoder = ConvUNetEncoder(input_channels, config)
+        self.encoder = ConvUNetEncoder(input_channels, config.widths, config.block, config.downsampling)
         block: BlockFactory = double_conv if config.block == "plain" else ResidualUnit
         self.decoder = UNetDecoder(self.encoder, num_classes, deep_supervision, skips=self.encoder.feature_names[:-1],
                                    widths=config.widths[:-1], block=block, skip_attention=config.skip_attention)

@@ -49,7 +49,7 @@ def load_torchvision_resnet(encoder: nn.Module, state_dict: Mapping[str, torch.T
     initialisation.
 
     Args:
-        encoder: A :class:`nnunetv2_resunet.network.ResNetEncoder`.
+        encoder: A :class:`nnunetv2_resunet.architectures.encoders.resnet.ResNetEncoder`.
         state_dict: torchvision ResNet state dict.
         source: Where it came from, for error messages.
 

@@ -6,11 +6,11 @@ and the model table build through :func:`build_network`.
 
 from __future__ import annotations
 
-from nnunetv2_resunet.base import SegmentationNetwork
-from nnunetv2_resunet.comparisons import COMPARISONS, PLAIN_UNETS
-from nnunetv2_resunet.configs import LADDER
-from nnunetv2_resunet.network import ResUnet, ResUnetConfig
-from nnunetv2_resunet.unets import ConvUNet, ConvUNetConfig
+from nnunetv2_resunet.architectures.base import SegmentationNetwork
+from nnunetv2_resunet.architectures.configs.comparisons import COMPARISONS, PLAIN_UNETS
+from nnunetv2_resunet.architectures.configs.ladder import LADDER
+from nnunetv2_resunet.architectures.conv_unet import ConvUNet, ConvUNetConfig
+from nnunetv2_resunet.architectures.resunet import ResUnet, ResUnetConfig
 
 NetworkConfig = ResUnetConfig | ConvUNetConfig
 

@@ -1,11 +1,12 @@
 """The ResUnet network family: a ResNet encoder and a U-Net decoder, configured by a frozen dataclass.
 
-One configurable 2D network serves every step of the ablation ladder (``nnunetv2_resunet.configs``) and every
-ResNet-encoder comparison model (``nnunetv2_resunet.comparisons``); a variant is data, never a code path of its
-own. The encoder is a ResNet-18/34/50/101/152 (``block`` and ``blocks``) that keeps torchvision's module names
-(``conv1``, ``bn1``, ``layer1`` .. ``layer4``) so that a torchvision ResNet state dict loads by name. The decoder
-is chosen by ``decoder`` (the ResUnet decoder, or U-Net, UNet++, UNet3+ from ``nnunetv2_resunet.decoders``) and
-derives every width from what the encoder publishes (``output_channels``, ``strides``) and from the config.
+One configurable 2D network serves every step of the ablation ladder (``configs/ladder.py``) and every
+ResNet-encoder comparison model (``configs/comparisons.py``); a variant is data, never a code path of its
+own. The encoder is a ResNet-18/34/50/101/152 (``block`` and ``blocks``, ``encoders/resnet.py``) that keeps
+torchvision's module names (``conv1``, ``bn1``, ``layer1`` .. ``layer4``) so that a torchvision ResNet state dict
+loads by name. The decoder is chosen by ``decoder`` (the ResUnet decoder, or U-Net, UNet++, UNet3+ from
+``decoders/``) and derives every width from what the encoder publishes (``output_channels``, ``strides``) and
+from the config.
 
 Decoder widths for deeper encoders: every decoder is sized by the encoder's *nominal* widths, torchvision's
 ``planes`` (``stem_width`` and ``widths``: 64, 64, 128, 256, 512), never by the expanded output widths of
@@ -25,17 +26,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
 from torch import nn
 
-from nnunetv2_resunet.base import SegmentationNetwork
-from nnunetv2_resunet.blocks import BasicBlock, Bottleneck, DecoderStage, conv_bn_relu
-from nnunetv2_resunet.decoders import StagedDecoder, UNet3PlusDecoder, UNetDecoder, UNetPlusPlusDecoder
+from nnunetv2_resunet.architectures.base import SegmentationNetwork
+from nnunetv2_resunet.architectures.decoders.resunet import ResUnetDecoder
+from nnunetv2_resunet.architectures.decoders.unet import UNetDecoder
+from nnunetv2_resunet.architectures.decoders.unet3p import UNet3PlusDecoder
+from nnunetv2_resunet.architectures.decoders.unetpp import UNetPlusPlusDecoder
+from nnunetv2_resunet.architectures.encoders.resnet import RESNET_BLOCKS, RESNET_FEATURES, ResNetEncoder
 
 # The resolutions the decoder fuses, deepest first. "stem" is the output of conv1/bn1/relu (stride 2).
-SKIP_SOURCES = ("layer3", "layer2", "layer1", "stem")
-# The encoder's residual blocks, by the name a config gives.
-BLOCKS = {"basic": BasicBlock, "bottleneck": Bottleneck}
+SKIP_SOURCES = tuple(reversed(RESNET_FEATURES[:-1]))
 # The decoders a config can choose: the ResUnet decoder and the comparison decoders.
 DECODERS = ("resunet", "unet", "unetpp", "unet3p")
 
@@ -89,8 +90,8 @@ class ResUnetConfig:
         if len(self.decoder_widths) != len(SKIP_SOURCES):
             raise ValueError(f"{self.name}: decoder_widths needs {len(SKIP_SOURCES)} entries "
                              f"({', '.join(SKIP_SOURCES)}), got {self.decoder_widths}")
-        if self.block not in BLOCKS:
-            raise ValueError(f"{self.name}: block must be one of {tuple(BLOCKS)}, got {self.block!r}")
+        if self.block not in RESNET_BLOCKS:
+            raise ValueError(f"{self.name}: block must be one of {tuple(RESNET_BLOCKS)}, got {self.block!r}")
         if self.decoder not in DECODERS:
             raise ValueError(f"{self.name}: decoder must be one of {DECODERS}, got {self.decoder!r}")
 
@@ -100,91 +101,21 @@ class ResUnetConfig:
         return (self.stem_width, *self.widths)
 
 
-class ResNetEncoder(nn.Module):
-    """ResNet encoder with torchvision's names, returning the features of the stem and of every layer.
-
-    ResNet-18/34 use :class:`BasicBlock`, ResNet-50/101/152 :class:`Bottleneck` (config ``block``).
-
-    Attributes:
-        output_channels: Channels of the returned features: stem, layer1, layer2, layer3, layer4 (after the tail).
-        strides: Their downsampling factor relative to the input.
-    """
-
-    def __init__(self, input_channels: int, config: ResUnetConfig):
-        super().__init__()
-        self.conv1 = nn.Conv2d(input_channels, config.stem_width, 7, stride=2, padding=3, bias=False)
-        self.bn1 = nn.BatchNorm2d(config.stem_width)
-        self.relu = nn.ReLU(inplace=True)
-        self.maxpool = nn.MaxPool2d(3, stride=2, padding=1) if config.stem_maxpool else nn.Identity()
-        layer_strides = (1, 2, 2, 2)
-        block = BLOCKS[config.block]
-        in_channels = config.stem_width
-        layer_channels = []
-        for index, (n_blocks, planes, stride) in enumerate(zip(config.blocks, config.widths, layer_strides), 1):
-            out_channels = planes * block.expansion
-            blocks = [block(in_channels, planes, stride)] + [block(out_channels, planes) for _ in range(n_blocks - 1)]
-            self.add_module(f"layer{index}", nn.Sequential(*blocks))
-            in_channels = out_channels
-            layer_channels.append(out_channels)
-        # Fix 3a: the bottleneck enhancement. Not a torchvision module, so it keeps its own initialisation.
-        # Its width is layer4's nominal one (512), like every decoder width: for ResNet-18/34 that is layer4's own
-        # width; for ResNet-50+ the first conv compresses 2048 -> 512 (at 2048 wide the two convs would be 75M
-        # parameters, more than the rest of the network).
-        tail_widths = [in_channels] + [config.widths[-1]] * config.bottleneck_convs
-        self.tail = nn.Sequential(*[conv_bn_relu(a, b) for a, b in zip(tail_widths[:-1], tail_widths[1:])])
-        if config.bottleneck_convs:
-            layer_channels[-1] = config.widths[-1]
-
-        layer1_stride = 4 if config.stem_maxpool else 2
-        self.output_channels = (config.stem_width, *layer_channels)
-        self.strides = (2, layer1_stride, layer1_stride * 2, layer1_stride * 4, layer1_stride * 8)
-        self.feature_names = ("stem", "layer1", "layer2", "layer3", "layer4")
-
-    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        stem = self.relu(self.bn1(self.conv1(x)))
-        layer1 = self.layer1(self.maxpool(stem))
-        layer2 = self.layer2(layer1)
-        layer3 = self.layer3(layer2)
-        layer4 = self.tail(self.layer4(layer3))
-        return {"stem": stem, "layer1": layer1, "layer2": layer2, "layer3": layer3, "layer4": layer4}
-
-
-class ResUnetDecoder(StagedDecoder):
-    """Decoder stages from the deepest skip to full resolution, with a 1x1 segmentation head per stage.
-
-    Attributes:
-        deep_supervision: Return one output per stage (full resolution first) instead of the full-resolution one.
-        output_strides: Downsampling factor of each output relative to the input, full resolution first.
-    """
-
-    def __init__(self, encoder: ResNetEncoder, config: ResUnetConfig, num_classes: int, deep_supervision: bool):
-        super().__init__("layer4", deep_supervision)
-        channels = dict(zip(encoder.feature_names, encoder.output_channels))
-        strides = dict(zip(encoder.feature_names, encoder.strides))
-        nominal = dict(zip(encoder.feature_names, config.nominal_widths))
-        # The upsampler into a stage maps to the nominal width of the encoder level just below the skip's
-        # (512 into layer3's stage, 256 into layer2's, 128 into layer1's, 64 into the stem's).
-        deeper = dict(zip(encoder.feature_names[:-1], encoder.feature_names[1:]))
-
-        stages, previous, in_channels = [], "layer4", channels["layer4"]
-        for source, out_channels in zip(SKIP_SOURCES, config.decoder_widths):
-            skip_channels = channels[source] if source in config.skips else 0
-            scale = strides[previous] // strides[source]
-            stages.append(DecoderStage(in_channels, nominal[deeper[source]], skip_channels, out_channels, scale))
-            previous, in_channels = source, out_channels
-        # The full-resolution stage has no skip: upsample from the stem's stride to the input's.
-        stages.append(DecoderStage(in_channels, config.final_width, 0, config.final_width, strides["stem"]))
-        self.stages = nn.ModuleList(stages)
-        self.skip_sources = SKIP_SOURCES + (None,)
-        self._build_heads(num_classes, [strides[source] for source in SKIP_SOURCES] + [1])
+def build_encoder(input_channels: int, config: ResUnetConfig) -> ResNetEncoder:
+    """The ResNet encoder ``config`` describes."""
+    return ResNetEncoder(input_channels, config.blocks, config.widths, config.block, config.stem_width,
+                         config.stem_maxpool, config.bottleneck_convs)
 
 
 def build_decoder(encoder: ResNetEncoder, config: ResUnetConfig, num_classes: int, deep_supervision: bool
                   ) -> nn.Module:
     """The decoder ``config.decoder`` names, sized by the config's nominal widths (see the module docstring)."""
-    if config.decoder == "resunet":
-        return ResUnetDecoder(encoder, config, num_classes, deep_supervision)
     nominal = config.nominal_widths
+    if config.decoder == "resunet":
+        # The upsampler into a stage maps to the nominal width of the encoder level just below the skip's
+        # (512 into layer3's stage, 256 into layer2's, 128 into layer1's, 64 into the stem's).
+        return ResUnetDecoder(encoder, num_classes, deep_supervision, config.skips, config.decoder_widths,
+                              tuple(reversed(nominal[1:])), config.final_width)
     if config.decoder == "unet":
         return UNetDecoder(encoder, num_classes, deep_supervision, config.skips, nominal[:-1], config.final_width)
     if config.decoder == "unetpp":
@@ -198,7 +129,7 @@ class ResUnet(SegmentationNetwork):
     """ResNet encoder + U-Net-style decoder for 2D segmentation, configured by a :class:`ResUnetConfig`.
 
     Padding, cropping, ``compute_conv_feature_map_size`` and ``initialize`` come from
-    :class:`nnunetv2_resunet.base.SegmentationNetwork`.
+    :class:`nnunetv2_resunet.architectures.base.SegmentationNetwork`.
 
     Args:
         input_channels: Image channels (nnU-Net's number of input modalities).
@@ -214,5 +145,5 @@ class ResUnet(SegmentationNetwork):
 
     def __init__(self, input_channels: int, num_classes: int, config: ResUnetConfig, deep_supervision: bool = False):
         super().__init__(input_channels, num_classes, config)
-        self.encoder = ResNetEncoder(input_channels, config)
+        self.encoder = build_encoder(input_channels, config)
         self.decoder = build_decoder(self.encoder, config, num_classes, deep_supervision)

@@ -1,7 +1,7 @@
 """The comparison models: one table of ResNet-encoder configs and one of plain-conv U-Nets, one row per model.
 
-``RESNET_ENCODERS`` holds the five torchvision depths as config fields; any ResUnet config takes any of them with
-``replace(config, **resnet_encoder(50))``, and any decoder with ``replace(config, decoder="unetpp")``. The
+``encoders/resnet.py`` holds the five torchvision depths as config fields; any ResUnet config takes any of them
+with ``replace(config, **resnet_encoder(50))``, and any decoder with ``replace(config, decoder="unetpp")``. The
 ResUnet fixes stay switches on every row (``stem_maxpool``, ``skips``, ``bottleneck_convs``).
 
 The seeds' U-Net / UNet++ / UNet3+ rows start from the ladder's baseline encoder (v0_1: torchvision's ResNet
@@ -11,30 +11,10 @@ is ResUnet v1.0 (all fixes) on a ResNet-50.
 
 from dataclasses import replace
 
-from nnunetv2_resunet.configs import LADDER
-from nnunetv2_resunet.network import ResUnetConfig
-from nnunetv2_resunet.unets import ConvUNetConfig
-
-# torchvision's ResNets: residual block and blocks per layer.
-RESNET_ENCODERS: dict[int, dict[str, object]] = {
-    18: {"block": "basic", "blocks": (2, 2, 2, 2)},
-    34: {"block": "basic", "blocks": (3, 4, 6, 3)},
-    50: {"block": "bottleneck", "blocks": (3, 4, 6, 3)},
-    101: {"block": "bottleneck", "blocks": (3, 4, 23, 3)},
-    152: {"block": "bottleneck", "blocks": (3, 8, 36, 3)},
-}
-
-
-def resnet_encoder(depth: int) -> dict[str, object]:
-    """The config fields of torchvision's ResNet-``depth``, for ``dataclasses.replace``.
-
-    Raises:
-        ValueError: ``depth`` is not one of 18, 34, 50, 101, 152.
-    """
-    if depth not in RESNET_ENCODERS:
-        raise ValueError(f"ResNet depth must be one of {tuple(RESNET_ENCODERS)}, got {depth}")
-    return dict(RESNET_ENCODERS[depth])
-
+from nnunetv2_resunet.architectures.configs.ladder import LADDER
+from nnunetv2_resunet.architectures.conv_unet import ConvUNetConfig
+from nnunetv2_resunet.architectures.encoders.resnet import resnet_encoder
+from nnunetv2_resunet.architectures.resunet import ResUnetConfig
 
 _SEED_R34 = LADDER["v0_1"]
 

@@ -7,7 +7,7 @@ and 128 -> 64, or, where a fix preserves width, 768 -> 512 and 384 -> 384.
 
 from dataclasses import replace
 
-from nnunetv2_resunet.network import ResUnetConfig
+from nnunetv2_resunet.architectures.resunet import ResUnetConfig
 
 V0_1 = ResUnetConfig(
     name="v0_1",
