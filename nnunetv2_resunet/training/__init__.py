@@ -1,0 +1,43 @@
+"""nnU-Net trainers: ``ResUnetTrainer`` (the base, :mod:`.resunet_trainer`), the named shells (:mod:`.trainers`)
+and the recipe variants (:mod:`.recipes`). nnU-Net finds them by class name through ``nnUNet_extTrainer`` (see
+``nnunetv2_resunet.ext_trainers``); every trainer is importable from here, e.g.
+``from nnunetv2_resunet.training import ResUnetTrainer`` for a user's own subclass.
+
+Imports: nnU-Net's training code and ``nnunetv2_resunet.architectures``; nothing from evaluation, planning or
+benchmarking.
+"""
+
+from nnunetv2_resunet.training.recipes import ResUnetTrainer_ThesisRecipe
+from nnunetv2_resunet.training.resunet_trainer import ResUnetTrainer, check_2d
+from nnunetv2_resunet.training.trainers import (
+    COMPARISON_TRAINERS,
+    LADDER_TRAINERS,
+    ClassicUNetTrainer,
+    ResidualUNetTrainer,
+    ResidualUNetTrainer_SpatialAttention,
+    ResUnetTrainer_R50,
+    ResUnetTrainer_v0_1,
+    ResUnetTrainer_v0_2,
+    ResUnetTrainer_v0_3,
+    ResUnetTrainer_v0_4,
+    ResUnetTrainer_v0_5,
+    ResUnetTrainer_v0_6,
+    ResUnetTrainer_v0_7,
+    ResUnetTrainer_v1_0,
+    UNet3PlusTrainer_R34,
+    UNetPlusPlusTrainer_R34,
+    UNetTrainer_R34,
+)
+
+# Every trainer of the plugin, in the order of the trainer table: v1.0, the ladder, the comparison models, the
+# recipe variants.
+ALL_TRAINERS: tuple[type[ResUnetTrainer], ...] = (
+    ResUnetTrainer,
+    ResUnetTrainer_v0_1, ResUnetTrainer_v0_2, ResUnetTrainer_v0_3, ResUnetTrainer_v0_4, ResUnetTrainer_v0_5,
+    ResUnetTrainer_v0_6, ResUnetTrainer_v0_7, ResUnetTrainer_v1_0,
+    ResUnetTrainer_R50, UNetTrainer_R34, UNetPlusPlusTrainer_R34, UNet3PlusTrainer_R34, ClassicUNetTrainer,
+    ResidualUNetTrainer, ResidualUNetTrainer_SpatialAttention,
+    ResUnetTrainer_ThesisRecipe,
+)
+
+__all__ = ["ALL_TRAINERS", "COMPARISON_TRAINERS", "LADDER_TRAINERS", "check_2d"] + [t.__name__ for t in ALL_TRAINERS]
