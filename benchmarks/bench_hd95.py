@@ -11,7 +11,7 @@ import numpy as np
 from medpy.metric.binary import hd95 as medpy_hd95
 from scipy.ndimage import gaussian_filter
 
-from nnunetv2_resunet.evaluation import hd95
+from nnunetv2_resunet.evaluation.metrics import hd95
 
 SHAPE = (90, 512, 512)
 SPACING = (3.0, 0.78, 0.78)

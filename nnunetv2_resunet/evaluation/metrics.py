@@ -1,17 +1,7 @@
-"""Segmentation metrics: Dice, a fast HD95 identical to medpy's, and the two conventions our report uses.
+"""Segmentation metrics of one mask pair: Dice and a fast HD95 identical to medpy's, and the raw per-class numbers.
 
-Everything here returns numbers; formatting lives in :mod:`nnunetv2_resunet.report` and plotting in
-:mod:`nnunetv2_resunet.plots`.
-
-Raw per-case numbers (:class:`ClassMetrics`) are convention independent. Two conventions turn them into the
-(Dice, HD95) pairs that get averaged:
-
-* ``physical``: HD95 in mm from the image spacing; Dice as nnU-Net computes it (NaN when the class is absent from
-  both prediction and reference); HD95 is NaN whenever either mask is empty (it is undefined then); averaged with
-  ``nanmean``, so NaNs are left out.
-* ``transunet``: the protocol of TransUNet and the papers that compare against it: HD95 in voxel units (no
-  spacing); both masks non-empty -> (dice, hd95), prediction non-empty and reference empty -> (1, 0), otherwise
-  (0, 0); averaged per class over cases, then over classes.
+Everything here returns numbers. :mod:`.conventions` turns the raw numbers into what the report averages,
+:mod:`.case_metrics` reads a case from disk, and the report (:mod:`.report`) formats.
 """
 
 from __future__ import annotations
@@ -21,22 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-import SimpleITK as sitk
 from scipy.ndimage import binary_erosion, distance_transform_edt, generate_binary_structure
-
-PHYSICAL = "physical"
-TRANSUNET = "transunet"
-CONVENTIONS: tuple[str, ...] = (PHYSICAL, TRANSUNET)
-
-#: Units of HD95 under each convention, for labelling outputs.
-HD95_UNITS: dict[str, str] = {PHYSICAL: "mm", TRANSUNET: "voxels"}
-
-LabelOrRegion = int | tuple[int, ...]
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Mask metrics
-# ----------------------------------------------------------------------------------------------------------------
 
 
 def _check_same_shape(pred: np.ndarray, ref: np.ndarray) -> None:
@@ -162,14 +137,9 @@ def hd95(
 
     Returns:
         HD95 in the units of ``spacing``. NaN if either mask is empty (medpy raises ``RuntimeError`` there); the
-        conventions in this module decide what is reported in that case.
+        conventions (:mod:`.conventions`) decide what is reported in that case.
     """
     return hd95_multi(pred, ref, [spacing], connectivity)[0]
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Per-class raw numbers and the two conventions
-# ----------------------------------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -232,220 +202,3 @@ def class_metrics(
         n_pred=int(np.count_nonzero(pred)),
         n_ref=int(np.count_nonzero(ref)),
     )
-
-
-def convention_scores(
-    dice_value: float, hd95_mm: float, hd95_voxel: float, pred_empty: bool, ref_empty: bool, convention: str
-) -> tuple[float, float]:
-    """The (Dice, HD95) pair a convention reports for one case and class.
-
-    Takes the raw numbers (as stored in ``per_case.csv``) so that both conventions can be recomputed from the CSV.
-
-    Args:
-        dice_value: raw Dice (NaN when both masks are empty).
-        hd95_mm: raw HD95 in mm.
-        hd95_voxel: raw HD95 in voxels.
-        pred_empty: the prediction has no voxel of this class.
-        ref_empty: the reference has no voxel of this class.
-        convention: ``"physical"`` or ``"transunet"``.
-
-    Returns:
-        ``(dice, hd95)``; under ``physical`` either may be NaN (left out of the means).
-    """
-    if convention == PHYSICAL:
-        return dice_value, hd95_mm
-    if convention == TRANSUNET:
-        if not pred_empty and not ref_empty:
-            return dice_value, hd95_voxel
-        if not pred_empty and ref_empty:
-            return 1.0, 0.0
-        return 0.0, 0.0
-    raise ValueError(f"unknown convention {convention!r}; expected one of {CONVENTIONS}")
-
-
-def scores_for(metrics: ClassMetrics, convention: str) -> tuple[float, float]:
-    """:func:`convention_scores` for a :class:`ClassMetrics`."""
-    return convention_scores(
-        metrics.dice, metrics.hd95, metrics.hd95_voxel, metrics.pred_empty, metrics.ref_empty, convention
-    )
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Aggregation
-# ----------------------------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Stat:
-    """Mean and spread of one metric over cases.
-
-    Attributes:
-        mean: mean over cases (``nanmean``: NaN values left out).
-        std: sample standard deviation over the same values (ddof=1); NaN with fewer than two values.
-        n: number of values that entered (non-NaN).
-    """
-
-    mean: float
-    std: float
-    n: int
-
-
-def summarize(values: Sequence[float]) -> Stat:
-    """Mean, sample standard deviation and count of the non-NaN entries of ``values``."""
-    array = np.asarray(values, dtype=float)
-    finite = array[~np.isnan(array)]
-    if finite.size == 0:
-        return Stat(math.nan, math.nan, 0)
-    std = float(np.std(finite, ddof=1)) if finite.size > 1 else math.nan
-    return Stat(float(np.mean(finite)), std, int(finite.size))
-
-
-def mean_over_classes(per_class: Sequence[Stat], per_case_class_means: Sequence[float]) -> Stat:
-    """The "mean" column: mean over classes of the per-class means, spread over cases.
-
-    Args:
-        per_class: per-class statistics (their means are averaged, as nnU-Net's ``foreground_mean`` and the
-            papers do).
-        per_case_class_means: for each case, the mean over classes of that case's values; their standard
-            deviation is the spread reported beside the mean.
-
-    Returns:
-        ``Stat(mean of class means, std over cases, number of cases)``. The mean is NaN if any class mean is NaN.
-    """
-    class_means = [s.mean for s in per_class]
-    mean = float(np.mean(class_means)) if class_means else math.nan
-    spread = summarize(per_case_class_means)
-    return Stat(mean, spread.std, spread.n)
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Cases on disk
-# ----------------------------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Target:
-    """A label or region to evaluate.
-
-    Attributes:
-        name: its name in dataset.json.
-        value: the label value, or the tuple of label values of a region.
-        is_region: Dice only (HD95 is computed for labels only).
-    """
-
-    name: str
-    value: LabelOrRegion
-    is_region: bool = False
-
-    @property
-    def value_text(self) -> str:
-        """The value as written to CSV: ``3`` or ``1,2,3``."""
-        if isinstance(self.value, tuple):
-            return ",".join(str(v) for v in self.value)
-        return str(self.value)
-
-
-@dataclass(frozen=True)
-class Geometry:
-    """Image geometry in SimpleITK order (x, y, z).
-
-    Attributes:
-        shape: array shape (z, y, x).
-        spacing: voxel size per image axis, (x, y, z).
-        origin: physical origin, (x, y, z).
-        direction: flattened direction cosine matrix.
-    """
-
-    shape: tuple[int, ...]
-    spacing: tuple[float, ...]
-    origin: tuple[float, ...]
-    direction: tuple[float, ...]
-
-    @property
-    def array_spacing(self) -> tuple[float, ...]:
-        """Spacing in array axis order (z, y, x), the order HD95 needs."""
-        return tuple(reversed(self.spacing))
-
-
-def read_segmentation(path: str) -> tuple[np.ndarray, Geometry]:
-    """Read a segmentation with SimpleITK.
-
-    Args:
-        path: image file (any format SimpleITK reads, e.g. ``.nii.gz``).
-
-    Returns:
-        ``(array, geometry)``; the array is in (z, y, x) order.
-    """
-    image = sitk.ReadImage(path)
-    array = sitk.GetArrayFromImage(image)
-    geometry = Geometry(
-        shape=tuple(array.shape),
-        spacing=tuple(image.GetSpacing()),
-        origin=tuple(image.GetOrigin()),
-        direction=tuple(image.GetDirection()),
-    )
-    return array, geometry
-
-
-def check_geometry(case: str, pred: Geometry, ref: Geometry, tolerance: float = 1e-3) -> None:
-    """Raise if the prediction and the reference of a case do not lie on the same grid.
-
-    Args:
-        case: case identifier, named in the error.
-        pred: geometry of the prediction.
-        ref: geometry of the reference.
-        tolerance: absolute tolerance for spacing, origin and direction.
-
-    Raises:
-        ValueError: naming the case and the first differing property with both values.
-    """
-    if pred.shape != ref.shape:
-        raise ValueError(f"case {case}: prediction shape {pred.shape} != reference shape {ref.shape}")
-    for name in ("spacing", "origin", "direction"):
-        a, b = getattr(pred, name), getattr(ref, name)
-        if len(a) != len(b) or not np.allclose(a, b, rtol=0, atol=tolerance):
-            raise ValueError(f"case {case}: prediction {name} {a} != reference {name} {b} (tolerance {tolerance})")
-
-
-def label_mask(segmentation: np.ndarray, value: LabelOrRegion) -> np.ndarray:
-    """Boolean mask of a label (``int``) or a region (tuple of labels)."""
-    if isinstance(value, tuple):
-        return np.isin(segmentation, value)
-    return segmentation == value
-
-
-def evaluate_case(
-    case: str,
-    pred_file: str,
-    ref_file: str,
-    targets: Sequence[Target],
-    ignore_label: int | None = None,
-    tolerance: float = 1e-3,
-) -> list[ClassMetrics]:
-    """Raw numbers for every target of one case.
-
-    Args:
-        case: case identifier (used in errors).
-        pred_file: predicted segmentation.
-        ref_file: reference segmentation.
-        targets: labels and regions to evaluate.
-        ignore_label: nnU-Net's ignore label; its voxels in the reference are left out of every number.
-        tolerance: geometry tolerance, see :func:`check_geometry`.
-
-    Returns:
-        One :class:`ClassMetrics` per target, in the order of ``targets``.
-
-    Raises:
-        ValueError: if the geometries differ, naming the case.
-    """
-    pred, pred_geometry = read_segmentation(pred_file)
-    ref, ref_geometry = read_segmentation(ref_file)
-    check_geometry(case, pred_geometry, ref_geometry, tolerance)
-    ignore = ref == ignore_label if ignore_label is not None else None
-    spacing = ref_geometry.array_spacing
-    return [
-        class_metrics(
-            label_mask(pred, t.value), label_mask(ref, t.value), spacing, ignore=ignore, with_hd95=not t.is_region
-        )
-        for t in targets
-    ]

@@ -2,7 +2,7 @@
 
 Each entry is the mean over classes as printed in its source: Dice in percent and HD95 where the source gives one.
 They were obtained by the authors under the protocol of TransUNet (the ``transunet`` convention of
-:mod:`nnunetv2_resunet.evaluation`), not by this code, and the report labels them that way.
+:mod:`nnunetv2_resunet.evaluation.conventions`), not by this code, and the report labels them that way.
 """
 
 from __future__ import annotations
