@@ -1,4 +1,4 @@
-"""Format the figures of :mod:`nnunetv2_resunet.benchmark` as a Markdown table and write them to .json and .md."""
+"""Format the figures of :mod:`.benchmark` as a Markdown table and write them to .json and .md."""
 
 from __future__ import annotations
 

@@ -1,0 +1,142 @@
+"""A trainer made ready to time without a preprocessed dataset: built by name as nnU-Net builds it, given a batch
+with nnU-Net's deep-supervision targets, and its training and inference steps as callables."""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import io
+import os
+import tempfile
+from collections.abc import Callable, Iterator
+
+import torch
+from torch import nn
+from torch._dynamo import OptimizedModule
+
+
+@contextlib.contextmanager
+def _scratch_nnunet_env(compile_network: bool) -> Iterator[None]:
+    """nnU-Net's trainer writes a log file under ``nnUNet_results`` when constructed: point it at a scratch folder.
+    ``nnUNet_compile`` is set so that the trainer's own compile decisions (the Dice loss) follow ``--compile``."""
+    saved = {k: os.environ.get(k) for k in ("nnUNet_results", "nnUNet_compile")}
+    with tempfile.TemporaryDirectory(prefix="resunet_benchmark_") as scratch:
+        os.environ["nnUNet_results"] = scratch
+        os.environ["nnUNet_compile"] = "true" if compile_network else "false"
+        try:
+            yield
+        finally:
+            for key, value in saved.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
+
+
+def build_trainer(trainer_name: str, plans: dict, dataset_json: dict, configuration: str, device: torch.device,
+                  compile_network: bool = False, channels_last: bool | None = None):
+    """Construct the trainer and give it what ``initialize`` would: network, optimizer, loss.
+
+    The network is built by the trainer's own ``build_network_architecture`` with nnU-Net's arguments; nothing is
+    read from a preprocessed dataset. ``channels_last=None`` does what the trainer's ``initialize`` does on this
+    device (ours: NHWC on a single CUDA device, see ``ResUnetTrainer.channels_last_on_cuda``; nnU-Net's: never).
+    """
+    from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
+    from nnunetv2.utilities.label_handling.label_handling import determine_num_input_channels
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        trainer_class = recursive_find_trainer_class_by_name(trainer_name)
+    if trainer_class is None:
+        raise ValueError(f"trainer {trainer_name!r} not found in nnunetv2 or in nnUNet_extTrainer")
+    if channels_last is None:
+        channels_last = device.type == "cuda" and getattr(trainer_class, "channels_last_on_cuda", False)
+    plans = copy.deepcopy(plans)
+    plans["continue_training"] = False  # nnU-Net's run_training adds this key; the trainer pops it
+    with _scratch_nnunet_env(compile_network), contextlib.redirect_stdout(io.StringIO()):
+        trainer = trainer_class(plans, configuration, 0, dataset_json, device)
+        trainer.num_input_channels = determine_num_input_channels(trainer.plans_manager,
+                                                                  trainer.configuration_manager, dataset_json)
+        network = trainer.build_network_architecture(
+            trainer.plans_manager, trainer.configuration_manager, trainer.num_input_channels,
+            trainer.label_manager.num_segmentation_heads, trainer.enable_deep_supervision).to(device)
+        if channels_last:
+            network = network.to(memory_format=torch.channels_last)
+        trainer.network = torch.compile(network) if compile_network else network
+        trainer.optimizer, trainer.lr_scheduler = trainer.configure_optimizers()
+        trainer.loss = trainer._build_loss()
+    trainer.benchmark_channels_last = channels_last
+    return trainer
+
+
+def bare_network(trainer) -> nn.Module:
+    network = trainer.network
+    return network._orig_mod if isinstance(network, OptimizedModule) else network
+
+
+def make_batch(trainer, batch_size: int, device: torch.device,
+               seed: int = 0) -> tuple[torch.Tensor, list[torch.Tensor] | torch.Tensor]:
+    """Random images and labels of the plans' patch size, with the targets nnU-Net's data pipeline would give the
+    loss: one per deep-supervision scale, made by ``DownsampleSegForDSTransform`` itself."""
+    from batchgeneratorsv2.transforms.utils.deep_supervision_downsampling import DownsampleSegForDSTransform
+
+    generator = torch.Generator().manual_seed(seed)
+    patch_size = list(trainer.configuration_manager.patch_size)
+    data = torch.randn((batch_size, trainer.num_input_channels, *patch_size), generator=generator)
+    label_manager = trainer.label_manager
+    if label_manager.has_regions:
+        seg = torch.randint(0, 2, (batch_size, len(label_manager.foreground_regions), *patch_size),
+                            generator=generator, dtype=torch.int16)
+    else:
+        seg = torch.randint(0, len(label_manager.all_labels), (batch_size, 1, *patch_size), generator=generator,
+                            dtype=torch.int16)
+    scales = trainer._get_deep_supervision_scales()
+    if scales is None:
+        target = seg.to(device)
+    else:
+        downsample = DownsampleSegForDSTransform(ds_scales=scales)
+        per_sample = [downsample(segmentation=s)["segmentation"] for s in seg]
+        target = [torch.stack([sample[i] for sample in per_sample]).to(device) for i in range(len(scales))]
+    # NCHW even for a channels_last network, as nnU-Net's data loader delivers it; the first conv converts.
+    return data.to(device), target
+
+
+def training_step(trainer, data: torch.Tensor, target, autocast_dtype: torch.dtype | None) -> Callable[[], object]:
+    """One optimisation step. ``None``: nnU-Net's own ``train_step`` (autocast fp16 + GradScaler on CUDA, plain fp32
+    on CPU). A dtype: the same step (zero_grad, forward, loss, backward, clip to 12, SGD step) under autocast with
+    that dtype; the GradScaler only for fp16, as bf16 needs none."""
+    if autocast_dtype is None:
+        return lambda: trainer.train_step({"data": data, "target": target})
+
+    scaler = trainer.grad_scaler if autocast_dtype == torch.float16 else None
+
+    def step() -> float:
+        trainer.optimizer.zero_grad(set_to_none=True)
+        with torch.autocast(data.device.type, dtype=autocast_dtype, enabled=autocast_dtype != torch.float32):
+            loss = trainer.loss(trainer.network(data), target)
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.unscale_(trainer.optimizer)
+            torch.nn.utils.clip_grad_norm_(trainer.network.parameters(), 12)
+            scaler.step(trainer.optimizer)
+            scaler.update()
+        else:
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(trainer.network.parameters(), 12)
+            trainer.optimizer.step()
+        return loss.detach().cpu().item()
+
+    return step
+
+
+def inference_step(trainer, patch: torch.Tensor, autocast_dtype: torch.dtype | None) -> Callable[[], object]:
+    """One patch through the network as nnU-Net's predictor runs it: eval mode, no deep supervision, no grad,
+    autocast on CUDA (fp16 unless a dtype is given)."""
+    device_type = patch.device.type
+    use_autocast = autocast_dtype not in (None, torch.float32) or (autocast_dtype is None and device_type == "cuda")
+    dtype = autocast_dtype if autocast_dtype is not None else torch.float16
+
+    def step() -> torch.Tensor:
+        with torch.no_grad(), torch.autocast(device_type, dtype=dtype, enabled=use_autocast):
+            return trainer.network(patch)
+
+    return step

@@ -1,0 +1,73 @@
+"""``nnUNetv2_resunet_plan``: fingerprint, plan with :class:`~.resunet_planner.nnUNetResUnetPlanner`, preprocess 2d."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+
+from nnunetv2_resunet.experiment_planning.resunet_planner import PLANS_IDENTIFIER, nnUNetResUnetPlanner
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    from nnunetv2.configuration import default_num_processes
+
+    parser = argparse.ArgumentParser(
+        prog="nnUNetv2_resunet_plan",
+        description=f"Extract the fingerprint if missing, plan with nnU-Net's rules and ResUnet v1.0's memory estimate "
+                    f"for the 2d configuration (plans identifier {PLANS_IDENTIFIER}), and preprocess 2d. Then train "
+                    f"with: nnUNetv2_train DATASET 2d FOLD -p {PLANS_IDENTIFIER} -tr ResUnetTrainer")
+    parser.add_argument("-d", nargs="+", type=int, required=True, help="Dataset id(s).")
+    parser.add_argument("-gpu_memory_target", type=float, default=8,
+                        help="GPU memory the 2d plan should fit, in GB (default 8, nnU-Net's). The RTX 3090 of the "
+                             "thesis: 24.")
+    parser.add_argument("-np", type=int, default=default_num_processes,
+                        help=f"Processes for 2d preprocessing (default {default_num_processes}).")
+    parser.add_argument("-npfp", type=int, default=default_num_processes,
+                        help=f"Processes for fingerprint extraction (default {default_num_processes}).")
+    parser.add_argument("-overwrite_plans_name", default=PLANS_IDENTIFIER,
+                        help=f"Plans identifier to write (default {PLANS_IDENTIFIER}); use another when planning "
+                             f"for several memory targets.")
+    parser.add_argument("--no_pp", action="store_true", help="Plan only; print the preprocessing command.")
+    parser.add_argument("--verify_dataset_integrity", action="store_true", help="As in nnUNetv2_plan_and_preprocess.")
+    parser.add_argument("--clean", action="store_true", help="Re-extract the fingerprint even if it exists.")
+    parser.add_argument("--verbose", action="store_true")
+    return parser.parse_args(argv)
+
+
+def describe_2d(plans: dict) -> str:
+    config = plans["configurations"]["2d"]
+    return f"patch {list(config['patch_size'])}, batch {config['batch_size']}"
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    from batchgenerators.utilities.file_and_folder_operations import isfile, join, load_json
+    from nnunetv2.experiment_planning.plan_and_preprocess_api import (
+        extract_fingerprints,
+        plan_experiment_dataset,
+        preprocess_dataset,
+    )
+    from nnunetv2.paths import nnUNet_preprocessed
+    from nnunetv2.utilities.dataset_name_id_conversion import convert_id_to_dataset_name
+
+    args = parse_args(argv)
+    if args.gpu_memory_target <= 0:
+        raise SystemExit(f"-gpu_memory_target must be positive, got {args.gpu_memory_target}")
+    extract_fingerprints(args.d, num_processes=args.npfp, check_dataset_integrity=args.verify_dataset_integrity,
+                         clean=args.clean, verbose=args.verbose)
+    for dataset_id in args.d:
+        plans, plans_identifier = plan_experiment_dataset(dataset_id, nnUNetResUnetPlanner, args.gpu_memory_target,
+                                                          overwrite_plans_name=args.overwrite_plans_name)
+        dataset_name = convert_id_to_dataset_name(dataset_id)
+        default_plans_file = join(nnUNet_preprocessed.require(), dataset_name, "nnUNetPlans.json")
+        print(f"\n{dataset_name}: {plans_identifier} 2d for ResUnet v1.0 at {args.gpu_memory_target:g} GB: "
+              f"{describe_2d(plans)}")
+        if isfile(default_plans_file):
+            default = load_json(default_plans_file)
+            if "2d" in default["configurations"]:
+                print(f"{dataset_name}: nnUNetPlans 2d (nnU-Net's PlainConvUNet at its target): {describe_2d(default)}")
+        if args.no_pp:
+            print(f"Preprocess with: nnUNetv2_preprocess -d {dataset_id} -plans_name {plans_identifier} -c 2d")
+        else:
+            preprocess_dataset(dataset_id, plans_identifier, configurations=("2d",), num_processes=[args.np],
+                               verbose=args.verbose)
+        print(f"Train with: nnUNetv2_train {dataset_id} 2d FOLD -p {plans_identifier} -tr ResUnetTrainer")
