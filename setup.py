@@ -3,7 +3,7 @@ registers our trainer folder in ``nnUNet_extTrainer`` (see ``nnunetv2_resunet/_e
 
 import os
 
-from setuptools import setup
+from setuptools import find_packages, setup
 from setuptools.command.build_py import build_py
 
 PTH_FILE = "nnunetv2_resunet.pth"
@@ -27,11 +27,8 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
-    packages=[
-        "nnunetv2_resunet",
-        "nnunetv2_resunet.ext_trainers",
-        "nnunetv2_resunet.dataset_conversion",
-    ],
+    packages=[*find_packages(include=["nnunetv2_resunet", "nnunetv2_resunet.*"]),
+              "nnunetv2_resunet.dataset_conversion"],
     # dataset_conversion/ sits at the top of the repository but installs inside our package, so it cannot clash
     # with another distribution's top-level module of the same generic name.
     package_dir={"nnunetv2_resunet.dataset_conversion": "dataset_conversion"},
@@ -54,12 +51,12 @@ setup(
     },
     entry_points={
         "console_scripts": [
-            "nnUNetv2_resunet_report = nnunetv2_resunet.report:main",
+            "nnUNetv2_resunet_report = nnunetv2_resunet.evaluation.report.cli:main",
             "nnUNetv2_resunet_convert_synapse = nnunetv2_resunet.dataset_conversion.convert_synapse:main",
             "nnUNetv2_resunet_convert_acdc = nnunetv2_resunet.dataset_conversion.convert_acdc:main",
             "nnUNetv2_resunet_convert_avt = nnunetv2_resunet.dataset_conversion.convert_avt:main",
-            "nnUNetv2_resunet_benchmark = nnunetv2_resunet.benchmark:main",
-            "nnUNetv2_resunet_plan = nnunetv2_resunet.planning:main",
+            "nnUNetv2_resunet_benchmark = nnunetv2_resunet.benchmarking.cli:main",
+            "nnUNetv2_resunet_plan = nnunetv2_resunet.experiment_planning.cli:main",
         ],
     },
     cmdclass={"build_py": BuildPyWithPth},
