@@ -1,8 +1,9 @@
-"""Shared fixtures: a real nnU-Net workspace (raw, preprocessed, results) on a small synthetic dataset.
+"""A real nnU-Net workspace (raw, preprocessed, results) on a small synthetic dataset, for tests in every folder.
 
 Integration tests drive nnU-Net's own CLI (``nnUNetv2_plan_and_preprocess``, ``nnUNetv2_train``,
 ``nnUNetv2_predict``) in subprocesses, on CPU, with short-run subclasses of the trainers under test that live in a
-folder named in ``nnUNet_extTrainer`` (exactly as a user's own trainer would).
+folder named in ``nnUNet_extTrainer`` (exactly as a user's own trainer would). ``conftest.py`` makes the planned
+workspace a session fixture; pytest's ``pythonpath`` setting makes this module importable from every test folder.
 """
 
 from __future__ import annotations
@@ -15,8 +16,10 @@ from importlib.metadata import entry_points
 from pathlib import Path
 
 import numpy as np
-import pytest
 import SimpleITK as sitk
+
+# Real data committed with the tests (each folder has a README with its provenance).
+TEST_DATA = Path(__file__).parent / "data"
 
 SYNTHETIC_ID = 901
 SYNTHETIC_NAME = f"Dataset{SYNTHETIC_ID:03d}_Synthetic"
@@ -140,11 +143,6 @@ class NnUNetWorkspace:
         return self.output_folder(name, fold)
 
 
-def pytest_addoption(parser):
-    parser.addoption("--update-signatures", action="store_true",
-                     help="rewrite tests/state_dict_signatures.json from the code (a deliberate act: review the diff)")
-
-
 def console_script(name: str) -> list[str]:
     """How to run an installed console script with the interpreter running the tests.
 
@@ -159,13 +157,3 @@ def console_script(name: str) -> list[str]:
     module, function = entry_point.value.split(":")
     return [sys.executable, "-c", f"import sys; sys.argv[0] = {name!r}; from {module} import {function}; "
                                   f"sys.exit({function}())"]
-
-
-@pytest.fixture(scope="session")
-def nnunet_workspace(tmp_path_factory) -> NnUNetWorkspace:
-    """A workspace with Dataset901_Synthetic planned and preprocessed for 2d by nnU-Net's own CLI."""
-    workspace = NnUNetWorkspace(tmp_path_factory.mktemp("nnunet"))
-    write_synthetic_dataset(workspace.raw)
-    workspace.run("nnUNetv2_plan_and_preprocess", "-d", SYNTHETIC_ID, "-c", "2d", "-np", "1", "-npfp", "1",
-                  "--verify_dataset_integrity")
-    return workspace

@@ -8,7 +8,7 @@ import pytest
 import torch
 from batchgeneratorsv2.transforms.utils.deep_supervision_downsampling import DownsampleSegForDSTransform
 
-from nnunetv2_resunet.registry import NETWORK_CONFIGS, build_network
+from nnunetv2_resunet.architectures.registry import NETWORK_CONFIGS, build_network
 
 IN_CHANNELS, NUM_CLASSES = 1, 3
 # Sizes that are not multiples of any network's stride (the padding path; 12 x 9 is below every deepest stride);

@@ -4,14 +4,14 @@ import pytest
 import torch
 import torchvision  # installed with nnunetv2 (dynamic-network-architectures -> timm); only tests use it
 
-from nnunetv2_resunet.configs import LADDER
-from nnunetv2_resunet.network import ResUnet
-from nnunetv2_resunet.pretrained import (
+from nnunetv2_resunet.architectures.configs.ladder import LADDER
+from nnunetv2_resunet.architectures.pretrained import (
     PretrainedWeightsError,
     adapt_input_conv,
     load_torchvision_resnet,
     read_pretrained_file,
 )
+from nnunetv2_resunet.architectures.resunet import ResUnet
 
 
 @pytest.fixture(scope="module")

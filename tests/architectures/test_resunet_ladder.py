@@ -9,8 +9,8 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from nnunetv2_resunet.configs import LADDER
-from nnunetv2_resunet.network import ResUnet, ResUnetConfig
+from nnunetv2_resunet.architectures.configs.ladder import LADDER
+from nnunetv2_resunet.architectures.resunet import ResUnet, ResUnetConfig
 
 NUM_CLASSES = 4
 

@@ -5,7 +5,7 @@ trainer builds, so a renamed module or a changed width breaks every checkpoint t
 ``state_dict_signatures.json`` holds each config's key names and tensor shapes (1 input channel, 9 classes, deep
 supervision on; the heads are built either way). Changing it is a deliberate act, reviewed as a diff:
 
-    python -m pytest tests/test_state_dict_signatures.py --update-signatures
+    python -m pytest tests/architectures/test_state_dict_signatures.py --update-signatures
 
 rewrites the file from the code (a new config gets its row the same way).
 """
@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from nnunetv2_resunet.registry import NETWORK_CONFIGS, build_network
+from nnunetv2_resunet.architectures.registry import NETWORK_CONFIGS, build_network
 
 SIGNATURES_FILE = Path(__file__).with_name("state_dict_signatures.json")
 INPUT_CHANNELS, NUM_CLASSES = 1, 9

@@ -6,14 +6,18 @@ from dataclasses import replace
 import pytest
 import torch
 
-from nnunetv2_resunet.blocks import Bottleneck
-from nnunetv2_resunet.comparisons import COMPARISONS, PLAIN_UNETS, RESNET_ENCODERS, resnet_encoder
-from nnunetv2_resunet.configs import LADDER
-from nnunetv2_resunet.decoders import UNet3PlusDecoder, UNetDecoder, UNetPlusPlusDecoder
-from nnunetv2_resunet.network import DECODERS, ResNetEncoder, ResUnet, ResUnetConfig, ResUnetDecoder
-from nnunetv2_resunet.pretrained import load_torchvision_resnet
-from nnunetv2_resunet.registry import NETWORK_CONFIGS, build_network
-from nnunetv2_resunet.unets import ConvUNet, ConvUNetConfig
+from nnunetv2_resunet.architectures.building_blocks import Bottleneck
+from nnunetv2_resunet.architectures.configs.comparisons import COMPARISONS, PLAIN_UNETS
+from nnunetv2_resunet.architectures.configs.ladder import LADDER
+from nnunetv2_resunet.architectures.conv_unet import ConvUNet, ConvUNetConfig
+from nnunetv2_resunet.architectures.decoders.resunet import ResUnetDecoder
+from nnunetv2_resunet.architectures.decoders.unet import UNetDecoder
+from nnunetv2_resunet.architectures.decoders.unet3p import UNet3PlusDecoder
+from nnunetv2_resunet.architectures.decoders.unetpp import UNetPlusPlusDecoder
+from nnunetv2_resunet.architectures.encoders.resnet import RESNET_ENCODERS, resnet_encoder
+from nnunetv2_resunet.architectures.pretrained import load_torchvision_resnet
+from nnunetv2_resunet.architectures.registry import NETWORK_CONFIGS, build_network
+from nnunetv2_resunet.architectures.resunet import DECODERS, ResUnet, ResUnetConfig, build_encoder
 
 SEED = LADDER["v0_1"]
 DECODER_CLASSES = {"resunet": ResUnetDecoder, "unet": UNetDecoder, "unetpp": UNetPlusPlusDecoder,
@@ -80,7 +84,7 @@ def test_torchvision_state_dict_loads_at_every_depth(depth):
     torch.manual_seed(depth)
     state_dict = getattr(torchvision.models, f"resnet{depth}")(weights=None).state_dict()
     # With the fix-3a tail, which has no torchvision counterpart and keeps its initialisation.
-    encoder = ResNetEncoder(1, replace(LADDER["v1_0"], **resnet_encoder(depth)))
+    encoder = build_encoder(1, replace(LADDER["v1_0"], **resnet_encoder(depth)))
     kept = load_torchvision_resnet(encoder, state_dict, f"resnet{depth}")
     assert kept and all(k.startswith("tail.") for k in kept)
     loaded = encoder.state_dict()
@@ -94,15 +98,15 @@ def test_torchvision_state_dict_loads_at_every_depth(depth):
 def test_depth_mismatch_is_a_clear_error():
     import torchvision  # installed with nnunetv2 (dynamic-network-architectures -> timm); only tests use it
 
-    from nnunetv2_resunet.pretrained import PretrainedWeightsError
-    encoder = ResNetEncoder(3, replace(SEED, **resnet_encoder(50)))
+    from nnunetv2_resunet.architectures.pretrained import PretrainedWeightsError
+    encoder = build_encoder(3, replace(SEED, **resnet_encoder(50)))
     with pytest.raises(PretrainedWeightsError, match="resnet34.pth lacks 102 encoder keys.*another depth"):
         load_torchvision_resnet(encoder, torchvision.models.resnet34(weights=None).state_dict(), "resnet34.pth")
 
 
 def test_tail_works_at_the_nominal_width():
-    r34 = ResNetEncoder(1, LADDER["v1_0"])
-    r50 = ResNetEncoder(1, replace(LADDER["v1_0"], **resnet_encoder(50)))
+    r34 = build_encoder(1, LADDER["v1_0"])
+    r50 = build_encoder(1, replace(LADDER["v1_0"], **resnet_encoder(50)))
     assert r34.output_channels[-1] == r50.output_channels[-1] == 512
     assert r50.tail[0][0].in_channels == 2048 and r34.tail[0][0].in_channels == 512
     assert len(r50.tail) == LADDER["v1_0"].bottleneck_convs

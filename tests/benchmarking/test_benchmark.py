@@ -3,31 +3,26 @@ first trainer. No timing assertions: the machine is shared."""
 
 import json
 import subprocess
-import sys
 
 import pytest
 import torch
+from nnunet_workspace import console_script
 
-from nnunetv2_resunet.benchmark import (
-    PEAK_TFLOPS,
-    TrainerSpec,
-    build_trainer,
-    count_forward_flops,
-    make_batch,
-    synthetic_plans,
-)
+from nnunetv2_resunet.benchmarking.benchmark import TrainerSpec
+from nnunetv2_resunet.benchmarking.measure import PEAK_TFLOPS, count_forward_flops
+from nnunetv2_resunet.benchmarking.trainer_steps import build_trainer, make_batch
+from nnunetv2_resunet.experiment_planning.synthetic_plans import synthetic_plans
 
 TRAINERS = ["nnUNetTrainer", "ResUnetTrainer_v0_1", "ResUnetTrainer"]
-BENCHMARK = ("import sys; from nnunetv2_resunet.benchmark import main; "
-             "sys.argv[0] = 'nnUNetv2_resunet_benchmark'; main()")
 
 
 @pytest.fixture(scope="module")
 def report(tmp_path_factory):
     out = tmp_path_factory.mktemp("benchmarks")
     completed = subprocess.run(
-        [sys.executable, "-c", BENCHMARK, "-tr", *TRAINERS, "--patch-size", "64", "64", "--batch-size", "2",
-         "--warmup", "1", "--steps", "2", "--device", "cpu", "--threads", "1", "-o", str(out), "--name", "tiny"],
+        [*console_script("nnUNetv2_resunet_benchmark"), "-tr", *TRAINERS, "--patch-size", "64", "64",
+         "--batch-size", "2", "--warmup", "1", "--steps", "2", "--device", "cpu", "--threads", "1", "-o", str(out),
+         "--name", "tiny"],
         capture_output=True, text=True, timeout=600)
     assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
     with open(out / "tiny.json") as f:

@@ -4,22 +4,22 @@ from pathlib import Path
 
 import pytest
 
-from nnunetv2_resunet.comparisons import COMPARISONS
-from nnunetv2_resunet.configs import LADDER
-from nnunetv2_resunet.trainer_table import (
+from nnunetv2_resunet.architectures.configs.comparisons import COMPARISONS
+from nnunetv2_resunet.architectures.configs.ladder import LADDER
+from nnunetv2_resunet.benchmarking.trainer_table import (
     DEFAULT_INPUT_CHANNELS,
     DEFAULT_NUM_CLASSES,
     DEFAULT_PATCH_SIZE,
     TABLE_END,
     TABLE_START,
-    all_trainers,
     markdown_table,
     measure,
     replace_table,
     trainer_stats,
 )
+from nnunetv2_resunet.training import ALL_TRAINERS
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+README = Path(__file__).resolve().parents[2] / "README.md"
 
 
 def test_readme_table_is_current():
@@ -27,8 +27,8 @@ def test_readme_table_is_current():
     table = markdown_table(rows, DEFAULT_PATCH_SIZE, DEFAULT_INPUT_CHANNELS, DEFAULT_NUM_CLASSES)
     document = README.read_text(encoding="utf-8")
     assert replace_table(document, table) == document, \
-        "README.md's table is stale: run python -m nnunetv2_resunet.trainer_table --update README.md"
-    assert len(rows) == len(all_trainers()) == 1 + len(LADDER) + 7 + 1
+        "README.md's table is stale: run python -m nnunetv2_resunet.benchmarking.trainer_table --update README.md"
+    assert len(rows) == len(ALL_TRAINERS) == 1 + len(LADDER) + 7 + 1
     for row in rows:
         assert f"`{row.trainer}`" in document
 

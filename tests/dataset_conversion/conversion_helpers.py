@@ -1,6 +1,6 @@
 """Helpers and fixtures shared by the dataset converter tests (tests/test_conversion_*.py).
 
-Kept out of conftest.py so that other test suites are unaffected; test modules import what they use and wrap
+Kept out of nnunet_workspace.py so that other test suites are unaffected; test modules import what they use and wrap
 ``make_nnunet_dirs`` in a module-local fixture.
 """
 
@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
-from conftest import console_script
+from nnunet_workspace import console_script
 
 
 @dataclass(frozen=True)

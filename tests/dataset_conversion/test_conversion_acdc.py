@@ -23,6 +23,7 @@ from conversion_helpers import (
     tree_digest,
     verify_with_nnunet,
 )
+from nnunet_workspace import TEST_DATA
 from nnunetv2_resunet.dataset_conversion.common import ConversionError
 from nnunetv2_resunet.dataset_conversion.convert_acdc import (
     TRANSUNET_TEST_PATIENTS,
@@ -30,7 +31,7 @@ from nnunetv2_resunet.dataset_conversion.convert_acdc import (
     convert_acdc,
 )
 
-REAL_SAMPLE = Path(__file__).parent / "data" / "acdc_h5_sample"
+REAL_SAMPLE = TEST_DATA / "acdc_h5_sample"
 REAL_SAMPLE_CASES = sorted(p.name[: -len(".h5")] for p in REAL_SAMPLE.glob("*.h5"))
 SPACING = (1.5625, 1.5625, 10.0)
 ORIGIN = (-120.0, 80.5, 12.0)

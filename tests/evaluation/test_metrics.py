@@ -1,4 +1,4 @@
-"""Tests for nnunetv2_resunet.evaluation: HD95 against medpy, Dice, both conventions, aggregation, case I/O."""
+"""Tests for the evaluation metrics: HD95 against medpy, Dice, both conventions, aggregation, case I/O."""
 
 import math
 
@@ -8,21 +8,16 @@ import SimpleITK as sitk
 from medpy.metric.binary import dc as medpy_dc
 from medpy.metric.binary import hd95 as medpy_hd95
 
-from nnunetv2_resunet.evaluation import (
+from nnunetv2_resunet.evaluation.case_metrics import Target, evaluate_case
+from nnunetv2_resunet.evaluation.conventions import (
     PHYSICAL,
     TRANSUNET,
-    ClassMetrics,
-    Target,
-    class_metrics,
     convention_scores,
-    dice,
-    evaluate_case,
-    hd95,
-    hd95_multi,
     mean_over_classes,
     scores_for,
     summarize,
 )
+from nnunetv2_resunet.evaluation.metrics import ClassMetrics, class_metrics, dice, hd95, hd95_multi
 
 
 def _random_pair(rng: np.random.Generator, ndim: int, max_size: int = 16) -> tuple[np.ndarray, np.ndarray]:

@@ -13,8 +13,8 @@ import pytest
 import SimpleITK as sitk
 from matplotlib.image import imread
 
-from nnunetv2_resunet.published import detect_published_dataset, published_for
-from nnunetv2_resunet.report import main
+from nnunetv2_resunet.evaluation.published import detect_published_dataset, published_for
+from nnunetv2_resunet.evaluation.report.cli import main
 
 SPACING_XYZ = (1.0, 1.0, 3.0)  # SimpleITK order; the array's z axis has 3 mm voxels
 SHAPE = (8, 12, 12)
@@ -143,7 +143,7 @@ def test_pred_gt_mode_hand_checked_numbers(folders) -> None:
 
 
 def test_both_conventions_can_be_recomputed_from_the_csv(folders) -> None:
-    from nnunetv2_resunet.evaluation import convention_scores
+    from nnunetv2_resunet.evaluation.conventions import convention_scores
 
     pred, gt, out = folders
     main(["--pred", str(pred), "--gt", str(gt), "-o", str(out), "-np", "1", "--no-plots"])
@@ -313,7 +313,7 @@ def test_console_command_missing_validation_case_names_it(tmp_path) -> None:
 
 
 def test_regions_and_ignore_label_from_dataset_json(tmp_path) -> None:
-    from nnunetv2_resunet.report import targets_from_dataset_json
+    from nnunetv2_resunet.evaluation.report.cases import targets_from_dataset_json
 
     brats_like = {
         "labels": {"background": 0, "whole tumor": [1, 2, 3], "tumor core": [2, 3], "enhancing tumor": 3, "ignore": 4},

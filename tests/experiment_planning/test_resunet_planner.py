@@ -3,18 +3,18 @@
 import json
 import os
 import subprocess
-import sys
 
 import numpy as np
 import pytest
 import SimpleITK as sitk
+from nnunet_workspace import console_script
 
-from nnunetv2_resunet.configs import LADDER
-from nnunetv2_resunet.network import ResUnet
-from nnunetv2_resunet.planning import (
+from nnunetv2_resunet.architectures.configs.ladder import LADDER
+from nnunetv2_resunet.architectures.resunet import ResUnet
+from nnunetv2_resunet.benchmarking.calibration import calibrate_reference
+from nnunetv2_resunet.experiment_planning.resunet_planner import (
     PLANS_IDENTIFIER,
     RESUNET_REFERENCE_VAL_2D,
-    calibrate_reference,
     resunet_feature_map_size,
 )
 
@@ -46,16 +46,12 @@ def write_dataset(raw: str) -> None:
                    "numTraining": N_CASES, "file_ending": ".nii.gz"}, f)
 
 
-def run_python(code: str, args: list[str], env: dict) -> str:
-    completed = subprocess.run([sys.executable, "-c", code, *args], env=env, capture_output=True, text=True,
+def run_command(command: str, args: list[str], env: dict) -> str:
+    """Run an installed console command (ours or nnU-Net's); return its stdout."""
+    completed = subprocess.run([*console_script(command), *args], env=env, capture_output=True, text=True,
                                timeout=600)
     assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
     return completed.stdout
-
-
-PLAN = "import sys; from nnunetv2_resunet.planning import main; sys.argv[0] = 'nnUNetv2_resunet_plan'; main()"
-NNUNET_PLAN = ("import sys; from nnunetv2.experiment_planning.plan_and_preprocess_entrypoints import "
-               "plan_experiment_entry; sys.argv[0] = 'nnUNetv2_plan_experiment'; plan_experiment_entry()")
 
 
 @pytest.fixture(scope="module")
@@ -67,10 +63,10 @@ def planned(tmp_path_factory):
         env[name] = str(root / name)
         os.makedirs(env[name])
     write_dataset(env["nnUNet_raw"])
-    out_default = run_python(PLAN, ["-d", str(DATASET_ID), "-np", "1", "-npfp", "1"], env)
-    out_small = run_python(PLAN, ["-d", str(DATASET_ID), "-gpu_memory_target", "0.05", "--no_pp",
+    out_default = run_command("nnUNetv2_resunet_plan", ["-d", str(DATASET_ID), "-np", "1", "-npfp", "1"], env)
+    out_small = run_command("nnUNetv2_resunet_plan", ["-d", str(DATASET_ID), "-gpu_memory_target", "0.05", "--no_pp",
                                   "-overwrite_plans_name", "nnUNetResUnetPlans_small"], env)
-    run_python(NNUNET_PLAN, ["-d", str(DATASET_ID)], env)
+    run_command("nnUNetv2_plan_experiment", ["-d", str(DATASET_ID)], env)
     folder = root / "nnUNet_preprocessed" / DATASET_NAME
     return {"folder": folder, "env": env, "out_default": out_default, "out_small": out_small}
 
@@ -114,7 +110,8 @@ def test_resunet_trainer_builds_from_the_plans(planned, monkeypatch):
     """The planned patch goes through the network nnU-Net's trainer builds (via the benchmark's trainer setup)."""
     import torch
 
-    from nnunetv2_resunet.benchmark import build_trainer, dataset_plans
+    from nnunetv2_resunet.benchmarking.trainer_steps import build_trainer
+    from nnunetv2_resunet.experiment_planning.synthetic_plans import dataset_plans
 
     monkeypatch.setenv("nnUNet_preprocessed", planned["env"]["nnUNet_preprocessed"])
     plans, dataset_json = dataset_plans(str(DATASET_ID), PLANS_IDENTIFIER)

@@ -1,22 +1,25 @@
 """Every comparison trainer through nnU-Net's real ``nnUNetv2_train`` (1 epoch of 2 iterations, on CPU), on the
-synthetic dataset of ``conftest.py``: training, checkpoint, final validation."""
+synthetic dataset of ``nnunet_workspace.py``: training, checkpoint, final validation."""
 
 import json
 
 import pytest
 import torch
-from test_family_trainers import FAMILY_TRAINER_CONFIGS
 
-from nnunetv2_resunet.registry import NETWORK_CONFIGS, build_network
+from nnunetv2_resunet.architectures.registry import build_network
+from nnunetv2_resunet.training import COMPARISON_TRAINERS, ResUnetTrainer_ThesisRecipe
+
+# The comparison models and the recipe variant (the ladder's steps run in test_user_flow.py and the unit tests).
+FAMILY_TRAINERS = {t.__name__: t for t in (*COMPARISON_TRAINERS.values(), ResUnetTrainer_ThesisRecipe)}
 
 
-@pytest.mark.parametrize("trainer", list(FAMILY_TRAINER_CONFIGS))
+@pytest.mark.parametrize("trainer", list(FAMILY_TRAINERS))
 def test_short_training_run(nnunet_workspace, trainer):
     output = nnunet_workspace.train(trainer)
     checkpoint = torch.load(output / "checkpoint_final.pth", map_location="cpu", weights_only=False)
     assert checkpoint["trainer_name"] == f"{trainer}_short"
     # What nnU-Net trained is the network of the trainer's config: the checkpoint loads into it strictly.
-    config = NETWORK_CONFIGS[FAMILY_TRAINER_CONFIGS[trainer]]
+    config = FAMILY_TRAINERS[trainer].resunet_config
     network = build_network(config, 1, 3, deep_supervision=False)
     network.load_state_dict(checkpoint["network_weights"], strict=True)
     summary = json.loads((output / "validation" / "summary.json").read_text())

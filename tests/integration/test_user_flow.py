@@ -1,6 +1,6 @@
 """The user's flow through nnU-Net's real CLI: plan and preprocess, train, resume, validate, predict, compare.
 
-Runs on CPU on the small synthetic dataset of ``conftest.py``, with short-run subclasses of our trainers written
+Runs on CPU on the small synthetic dataset of ``nnunet_workspace.py``, with short-run subclasses of our trainers written
 into an ``nnUNet_extTrainer`` folder the way a user's own trainer would be.
 """
 
@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 import torch
-from conftest import SYNTHETIC_ID, SYNTHETIC_LABELS, SYNTHETIC_NAME, NnUNetWorkspace
+from nnunet_workspace import SYNTHETIC_ID, SYNTHETIC_LABELS, SYNTHETIC_NAME, TEST_DATA, NnUNetWorkspace
 
 
 @pytest.fixture(scope="module")
@@ -128,7 +128,7 @@ def test_real_acdc_sample_converts_plans_and_trains(tmp_path):
     """The user's flow on real anatomy: our converter, nnU-Net's planning and preprocessing, a brief ResUnet run."""
     workspace = NnUNetWorkspace(tmp_path, 802, "Dataset802_ACDC")
     source = tmp_path / "acdc_h5_sample"
-    shutil.copytree(Path(__file__).parent / "data" / "acdc_h5_sample", source)
+    shutil.copytree(TEST_DATA / "acdc_h5_sample", source)
     workspace.run("nnUNetv2_resunet_convert_acdc", "-i", source, "-d", 802, "-np", 1)
     workspace.run("nnUNetv2_plan_and_preprocess", "-d", 802, "-c", "2d", "-np", 1, "-npfp", 1)
     output = workspace.train("ResUnetTrainer")

@@ -5,9 +5,8 @@ import subprocess
 import sys
 
 from nnunetv2_resunet._ext_trainer import EXT_TRAINER_FOLDER, register_ext_trainer_folder
-from nnunetv2_resunet.configs import LADDER
-from nnunetv2_resunet.trainer_table import all_trainers
-from nnunetv2_resunet.training import LADDER_TRAINERS, ResUnetTrainer
+from nnunetv2_resunet.architectures.configs.ladder import LADDER
+from nnunetv2_resunet.training import ALL_TRAINERS, LADDER_TRAINERS, ResUnetTrainer
 
 
 def python_in_fresh_interpreter(code: str, **env_changes: str | None) -> str:
@@ -35,7 +34,7 @@ def test_registration_is_idempotent():
 
 
 # Every trainer of the plugin (ladder, comparison models, recipe variant) with the config it names.
-TRAINER_CONFIGS = {t.__name__: t.resunet_config.name for t in all_trainers()}
+TRAINER_CONFIGS = {t.__name__: t.resunet_config.name for t in ALL_TRAINERS}
 
 
 def test_nnunet_lookup_finds_every_trainer():
@@ -46,7 +45,9 @@ def test_nnunet_lookup_finds_every_trainer():
             "    cls = find(name)\n"
             "    print('FOUND', cls.__module__, cls.__name__, cls.resunet_config.name)")
     found = [line.split()[1:] for line in python_in_fresh_interpreter(code).splitlines() if line.startswith("FOUND")]
-    assert found == [["nnunetv2_resunet.training", name, config] for name, config in TRAINER_CONFIGS.items()]
+    assert [(name, config) for _, name, config in found] == list(TRAINER_CONFIGS.items())
+    # The class nnU-Net found is ours (not a copy): defined in nnunetv2_resunet.training.
+    assert all(module.startswith("nnunetv2_resunet.training.") for module, _, _ in found)
 
 
 def test_each_shell_names_its_config():

@@ -11,8 +11,8 @@ from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunetv2.utilities.helpers import softmax_helper_dim1
 from torch import nn
 
-from nnunetv2_resunet.comparisons import COMPARISONS, PLAIN_UNETS
-from nnunetv2_resunet.configs import LADDER
+from nnunetv2_resunet.architectures.configs.comparisons import COMPARISONS, PLAIN_UNETS
+from nnunetv2_resunet.architectures.configs.ladder import LADDER
 from nnunetv2_resunet.ext_trainers import nnunetv2_resunet_trainers as exported
 from nnunetv2_resunet.training import COMPARISON_TRAINERS, ResUnetTrainer, ResUnetTrainer_ThesisRecipe
 
@@ -90,7 +90,7 @@ def test_deep_supervision_scales_come_from_the_network(name):
     trainer = object.__new__(getattr(exported, name))
     trainer.enable_deep_supervision, trainer.is_ddp = True, False
     with torch.device("meta"):
-        from nnunetv2_resunet.registry import build_network
+        from nnunetv2_resunet.architectures.registry import build_network
         trainer.network = build_network(trainer.resunet_config, 1, 2, deep_supervision=True)
     scales = trainer._get_deep_supervision_scales()
     assert scales == [[1 / s, 1 / s] for s in trainer.network.output_strides]
