@@ -1,5 +1,5 @@
-"""Install nnunetv2-resunet. ``pip install .`` also installs ``nnunetv2_resunet.pth`` into site-packages, which
-registers our trainer folder in ``nnUNet_extTrainer`` (see ``nnunetv2_resunet/_ext_trainer.py``)."""
+"""Install nnunetv2-resunet. ``pip install .`` and ``pip install -e .`` also install ``nnunetv2_resunet.pth`` into
+site-packages, which registers our trainer folder in ``nnUNet_extTrainer`` (``nnunetv2_resunet/_ext_trainer.py``)."""
 
 import os
 
@@ -10,11 +10,19 @@ PTH_FILE = "nnunetv2_resunet.pth"
 
 
 class BuildPyWithPth(build_py):
-    """Ship the .pth file at the root of the wheel, i.e. into site-packages."""
+    """Ship the .pth file at the root of the wheel, i.e. into site-packages.
+
+    A regular wheel is made from ``build_lib``. An editable wheel (PEP 660, setuptools >= 64) is not: it maps our
+    packages to the source tree and takes only what lies in its unpacked wheel folder, which is where setuptools
+    points ``install_lib`` while it builds one; the .pth goes there too, so ``pip install -e .`` ships it as well.
+    """
 
     def run(self):
         super().run()
         self.copy_file(PTH_FILE, os.path.join(self.build_lib, PTH_FILE), preserve_mode=False)
+        if getattr(self, "editable_mode", False):
+            unpacked_wheel = self.get_finalized_command("install").install_lib
+            self.copy_file(PTH_FILE, os.path.join(unpacked_wheel, PTH_FILE), preserve_mode=False)
 
     def get_outputs(self, include_bytecode=1):
         return super().get_outputs(include_bytecode) + [os.path.join(self.build_lib, PTH_FILE)]
