@@ -7,6 +7,7 @@ own config is ResUnet v1.0. The named shells are in :mod:`.trainers`, the recipe
 
 import torch
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+from nnunetv2.utilities.label_handling.label_handling import determine_num_input_channels
 from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager, PlansManager
 from torch import nn
 from torch._dynamo import OptimizedModule
@@ -63,10 +64,23 @@ class ResUnetTrainer(nnUNetTrainer):
 
     def _get_deep_supervision_scales(self):
         """One scale per network output, taken from the network, so that nnU-Net's target downsampling and loss
-        weights match the outputs exactly (nnU-Net derives them from its own pooling plan otherwise)."""
+        weights match the outputs exactly (nnU-Net derives them from its own pooling plan otherwise). Like
+        nnU-Net's own, it works before ``initialize()``: the network is then built on the meta device (no memory)
+        from the plans, exactly as ``initialize()`` will build it."""
         if not self.enable_deep_supervision:
             return None
-        return [[1 / stride] * 2 for stride in self._bare_network().output_strides]
+        return [[1 / stride] * 2 for stride in self._output_strides()]
+
+    def _output_strides(self) -> tuple[int, ...]:
+        if self.network is not None:
+            return self._bare_network().output_strides
+        num_input_channels = determine_num_input_channels(self.plans_manager, self.configuration_manager,
+                                                          self.dataset_json)
+        with torch.device("meta"):
+            network = self.build_network_architecture(self.plans_manager, self.configuration_manager,
+                                                      num_input_channels, self.label_manager.num_segmentation_heads,
+                                                      True)
+        return network.output_strides
 
     def initialize(self):
         super().initialize()

@@ -13,8 +13,15 @@ from torch import nn
 
 from nnunetv2_resunet.architectures.configs.comparisons import COMPARISONS, PLAIN_UNETS
 from nnunetv2_resunet.architectures.configs.ladder import LADDER
+from nnunetv2_resunet.experiment_planning.synthetic_plans import synthetic_plans
 from nnunetv2_resunet.ext_trainers import nnunetv2_resunet_trainers as exported
-from nnunetv2_resunet.training import COMPARISON_TRAINERS, ResUnetTrainer, ResUnetTrainer_ThesisRecipe
+from nnunetv2_resunet.training import (
+    COMPARISON_TRAINERS,
+    ResUnetTrainer,
+    ResUnetTrainer_ThesisRecipe,
+    ResUnetTrainer_v0_1,
+    UNetPlusPlusTrainer_R34,
+)
 
 # The names the issue asks for (plus UNetTrainer_R34, the classic U-Net decoder on ResNet-34, by the same scheme).
 FAMILY_TRAINER_CONFIGS = {
@@ -97,3 +104,19 @@ def test_deep_supervision_scales_come_from_the_network(name):
     weights = np.array([1 / 2 ** i for i in range(len(scales))])
     weights[-1] = 0
     assert (weights > 0).sum() >= 2
+
+
+@pytest.mark.parametrize("trainer_class", [ResUnetTrainer, ResUnetTrainer_v0_1, UNetPlusPlusTrainer_R34],
+                         ids=lambda t: t.__name__)
+def test_deep_supervision_scales_before_initialize(trainer_class, tmp_path, monkeypatch):
+    """As nnU-Net's own, the scales are known from the plans before initialize() builds the network (nnU-Net's
+    data loaders and user code may ask first); they match the network initialize() then builds."""
+    monkeypatch.setenv("nnUNet_results", str(tmp_path))  # the trainer's log file goes there
+    monkeypatch.setenv("nnUNet_preprocessed", str(tmp_path))
+    plans, dataset_json = synthetic_plans((64, 48), 2, num_classes=3)
+    plans["continue_training"] = False  # nnU-Net's run_training adds this key; the trainer pops it
+    trainer = trainer_class(plans, "2d", 0, dataset_json, torch.device("cpu"))
+    assert trainer.network is None
+    scales = trainer._get_deep_supervision_scales()
+    network = trainer.build_network_architecture(trainer.plans_manager, trainer.configuration_manager, 1, 3, True)
+    assert scales == [[1 / s, 1 / s] for s in network.output_strides]
