@@ -89,8 +89,12 @@ class CaseJob:
     case_id: str
     subset: str
 
-    def convert(self, output_folder: Path) -> None:
-        """Read, check and write this case into ``output_folder``; raise :class:`ConversionError` on bad input."""
+    def convert(self, output_folder: Path) -> dict[str, Any] | None:
+        """Read, check and write this case into ``output_folder``; raise :class:`ConversionError` on bad input.
+
+        Returns:
+            None, or notes to record in dataset.json: ``{key: value}`` becomes ``dataset[key][case_id] = value``.
+        """
         raise NotImplementedError
 
 
@@ -106,6 +110,8 @@ class ConversionPlan:
         description: Free text for dataset.json (where the data came from, spacing and normalisation choices).
         extra_json: Further dataset.json keys (e.g. mappings back to the original case names).
         source: The folder the user passed, checked against the output location.
+        warnings: Lines printed before converting (e.g. cases of a published list that are missing).
+        check_notes: Called with the cases' notes after converting; returns further warning lines.
     """
 
     jobs: list[CaseJob]
@@ -116,6 +122,8 @@ class ConversionPlan:
     source: Path
     reference: str = ""
     extra_json: dict[str, Any] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    check_notes: Callable[[dict[str, dict[str, Any]]], list[str]] | None = None
 
     @property
     def training_case_ids(self) -> list[str]:
@@ -179,6 +187,32 @@ def require_folder(path: Path, what: str) -> Path:
     if not path.is_dir():
         raise ConversionError(f"{path}: missing folder ({what})")
     return path
+
+
+@dataclass(frozen=True)
+class Layout:
+    """A source layout a converter reads: a description for messages and a test of whether a folder holds it."""
+
+    description: str
+    found_in: Callable[[Path], bool]
+
+
+def no_layout_found(source: Path, release: str, layouts: Sequence[Layout]) -> ConversionError:
+    """The error for a source that holds none of ``layouts``, pointing one level up or down where one is found."""
+    looked = "; ".join(layout.description for layout in layouts)
+
+    def holds(folder: Path) -> Layout | None:
+        return next((layout for layout in layouts if folder.is_dir() and layout.found_in(folder)), None)
+
+    hint = ""
+    candidates = [source.parent] + (sorted(p for p in source.iterdir() if p.is_dir()) if source.is_dir() else [])
+    for candidate in candidates:
+        layout = holds(candidate)
+        if layout is not None:
+            where = "its parent" if candidate == source.parent else "its subfolder"
+            hint = f". {where} {candidate} holds {layout.description.split(':')[0]}: pass -i '{candidate}'"
+            break
+    return ConversionError(f"{source}: no {release} layout found; looked in it for {looked}{hint}")
 
 
 def first_existing(folder: Path, candidates: Sequence[str]) -> Path | None:
@@ -301,6 +335,28 @@ def check_nifti_complete(path: Path) -> None:
     found = gzip_data_length(path) if path.name.endswith(".gz") else path.stat().st_size
     if found < expected:
         raise ConversionError(f"{path}: cannot read image (truncated: {found} bytes of data, header needs {expected})")
+    if reader.GetMetaData("datatype") in NIFTI_FLOAT_DATATYPES:
+        _check_nifti_finite(path)
+
+
+#: NIfTI datatype codes of floating-point voxels (float32, float64, float128).
+NIFTI_FLOAT_DATATYPES = ("16", "64", "1536")
+
+
+def _check_nifti_finite(path: Path) -> None:
+    """Raise if a floating-point NIfTI file stores NaN or infinite voxels.
+
+    SimpleITK's NIfTI reader turns them into 0 without a word, so they must be counted in the file itself.
+    """
+    import nibabel  # nnU-Net's dependency; only needed for floating-point NIfTI files
+
+    try:
+        data = np.asarray(nibabel.load(str(path)).dataobj.get_unscaled())
+    except Exception as e:  # nibabel raises many types on files SimpleITK accepted; name the file either way
+        raise ConversionError(f"{path}: cannot read image data ({type(e).__name__}: {e})") from e
+    bad = int(np.count_nonzero(~np.isfinite(data)))
+    if bad:
+        raise ConversionError(f"{path}: image contains {bad} NaN/inf voxels (SimpleITK would silently read them as 0)")
 
 
 def read_image(path: Path) -> sitk.Image:
@@ -353,40 +409,81 @@ def checked_labels(label: np.ndarray, max_label: int, path: Path) -> np.ndarray:
     return label.astype(np.uint8, copy=False)
 
 
-def label_on_image_grid(label: sitk.Image, image: sitk.Image, label_path: Path, image_path: Path) -> sitk.Image:
-    """The label image on the image's voxel grid.
+def _geometry_differences(label: Any, image: Any) -> list[str]:
+    """What differs between two grids' spacing, origin and direction (sitk images or header readers), as text."""
+    differences = []
+    if not np.allclose(label.GetSpacing(), image.GetSpacing(), rtol=1e-3, atol=1e-4):
+        differences.append(f"spacing {_rounded(label.GetSpacing())} vs {_rounded(image.GetSpacing())}")
+    if not np.allclose(label.GetDirection(), image.GetDirection(), atol=1e-3):
+        differences.append(f"direction {_rounded(label.GetDirection())} vs {_rounded(image.GetDirection())}")
+    if not np.allclose(label.GetOrigin(), image.GetOrigin(), rtol=0, atol=1e-2):
+        differences.append(f"origin {_rounded(label.GetOrigin())} vs {_rounded(image.GetOrigin())}")
+    return differences
 
-    Identical grids (up to float noise) keep the label voxels as they are; labels stored on a sub-grid with the same
-    spacing and direction (as 3D Slicer sometimes crops segmentations) are placed by nearest-neighbour resampling,
-    which is exact for grid-aligned voxels; anything else is an error.
+
+def _rounded(values: Sequence[float]) -> tuple[float, ...]:
+    return tuple(round(float(v), 4) + 0.0 for v in values)
+
+
+def subgrid_offset(label: Any, image: Any, label_path: Path, image_path: Path) -> tuple[int, int, int]:
+    """Voxel offset (x, y, z) of a label grid that lies inside the image grid (as 3D Slicer crops segmentations).
+
+    Args:
+        label, image: sitk images or header readers (GetSize, GetSpacing, GetOrigin, GetDirection).
+
+    Raises:
+        ConversionError: If spacing or direction differ, the label's voxels fall between the image's, or the label
+            grid reaches outside the image.
+    """
+    differences = [d for d in _geometry_differences(label, image) if not d.startswith("origin")]
+    if differences:
+        raise ConversionError(
+            f"{label_path}: label grid {label.GetSize()[::-1]} differs from image {image_path} {image.GetSize()[::-1]} "
+            f"and cannot be placed on it: {'; '.join(differences)}"
+        )
+    direction = np.asarray(image.GetDirection(), dtype=float).reshape(3, 3)
+    physical = np.asarray(label.GetOrigin(), dtype=float) - np.asarray(image.GetOrigin(), dtype=float)
+    index = np.linalg.solve(direction, physical) / np.asarray(image.GetSpacing(), dtype=float)
+    offset = np.round(index)
+    if not np.allclose(index, offset, atol=1e-2):
+        raise ConversionError(
+            f"{label_path}: label grid starts between the voxels of image {image_path} (at voxel {_rounded(index)}); "
+            "it cannot be placed without resampling"
+        )
+    end = offset + np.asarray(label.GetSize())
+    if (offset < 0).any() or (end > np.asarray(image.GetSize())).any():
+        raise ConversionError(
+            f"{label_path}: label grid (voxels {offset.astype(int).tolist()} to {(end - 1).astype(int).tolist()}) "
+            f"reaches outside the image {image_path} of size {list(image.GetSize())}"
+        )
+    return int(offset[0]), int(offset[1]), int(offset[2])
+
+
+def label_on_image_grid(label: sitk.Image, image: sitk.Image, label_path: Path, image_path: Path) -> np.ndarray:
+    """The label's voxels on the image's grid, as a (z, y, x[, components]) array.
+
+    Identical grids (up to float noise) keep the label voxels as they are; a label stored on a sub-grid with the same
+    spacing and direction (as 3D Slicer saves cropped segmentations) is placed into an empty label of the image's size
+    at its voxel offset, which is exact; anything else is an error naming what differs.
     """
     if label.GetDimension() != 3 or image.GetDimension() != 3:
         raise ConversionError(
             f"{label_path}: expected 3D image and label, got {image.GetDimension()}D image {image_path} and "
             f"{label.GetDimension()}D label"
         )
-    same_grid = (
-        label.GetSize() == image.GetSize()
-        and np.allclose(label.GetSpacing(), image.GetSpacing(), rtol=1e-3, atol=1e-4)
-        and np.allclose(label.GetOrigin(), image.GetOrigin(), rtol=0, atol=1e-2)
-        and np.allclose(label.GetDirection(), image.GetDirection(), atol=1e-3)
-    )
-    if same_grid:
-        return label
+    array = sitk.GetArrayFromImage(label)
     if label.GetSize() == image.GetSize():
-        raise ConversionError(
-            f"{label_path}: label geometry differs from image {image_path}: spacing {label.GetSpacing()} vs "
-            f"{image.GetSpacing()}, origin {label.GetOrigin()} vs {image.GetOrigin()}"
-        )
-    if not (
-        np.allclose(label.GetSpacing(), image.GetSpacing(), rtol=1e-3)
-        and np.allclose(label.GetDirection(), image.GetDirection(), atol=1e-3)
-    ):
-        raise ConversionError(
-            f"{label_path}: image shape {image.GetSize()[::-1]} != label shape {label.GetSize()[::-1]} and the "
-            f"grids differ (spacing {image.GetSpacing()} vs {label.GetSpacing()})"
-        )
-    return sitk.Resample(label, image, sitk.Transform(), sitk.sitkNearestNeighbor, 0, label.GetPixelID())
+        differences = _geometry_differences(label, image)
+        if differences:
+            raise ConversionError(
+                f"{label_path}: label geometry differs from image {image_path}: {'; '.join(differences)}"
+            )
+        return array
+    x, y, z = subgrid_offset(label, image, label_path, image_path)
+    placed = np.zeros(image.GetSize()[::-1] + array.shape[3:], dtype=array.dtype)
+    depth, height, width = array.shape[:3]
+    placed[z:z + depth, y:y + height, x:x + width] = array
+    return placed
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -452,6 +549,41 @@ def check_published_cases(expected: Iterable[str], found: Iterable[str], what: s
         raise ConversionError(f"{source}: {what} missing from the source: {missing}")
 
 
+def compare_training_set(
+    published: Sequence[str], found: Iterable[str], what: str, reference: str, source: Path
+) -> tuple[dict[str, Any], list[str]]:
+    """Compare a training set with the published one; training sets may be partial, test sets may not.
+
+    Args:
+        published: The published training cases (or patients), e.g. TransUNet's 18 Synapse cases.
+        found: The same kind of names found in the source.
+        what: Plural noun for the message, e.g. "TransUNet training cases".
+        reference: Where the published list comes from, recorded in dataset.json.
+
+    Returns:
+        The dataset.json entry ``training_set`` (``reference``, ``published`` count, ``missing``, ``unlisted``,
+        ``complete``) and warning lines for what is missing or not listed.
+    """
+    found = set(found)
+    missing = sorted(set(published) - found)
+    unlisted = sorted(found - set(published))
+    warnings = []
+    if missing:
+        warnings.append(f"{source}: {len(missing)} of the {len(published)} {what} are missing: {missing}; the dataset "
+                        "is a partial training set (dataset.json's training_set says so)")
+    if unlisted:
+        warnings.append(f"{source}: {unlisted} are not among the {len(published)} published {what}; they are used for "
+                        "training too")
+    entry = {
+        "reference": reference,
+        "published": len(published),
+        "missing": missing,
+        "unlisted": unlisted,
+        "complete": not missing and not unlisted,
+    }
+    return entry, warnings
+
+
 # ----------------------------------------------------------------------------------------------------------------------
 # Running a plan
 # ----------------------------------------------------------------------------------------------------------------------
@@ -459,28 +591,30 @@ def check_published_cases(expected: Iterable[str], found: Iterable[str], what: s
 
 def parallel_map(
     function: Callable[[Any], Any], items: Sequence[Any], num_processes: int, desc: str, lock_path: Path | None = None
-) -> None:
+) -> list[Any]:
     """Apply ``function`` to every item with a progress bar; in ``num_processes`` worker processes when > 1.
 
     The first exception in any worker stops the map and is re-raised here. Workers share the run's lock
     (``lock_path``), leave Ctrl-C to this process, and exit when this process dies.
+
+    Returns:
+        The results, in completion order.
     """
     if num_processes <= 1 or len(items) <= 1:
-        for item in tqdm(items, desc=desc, unit="case", file=sys.stdout):
-            function(item)
-        return
+        return [function(item) for item in tqdm(items, desc=desc, unit="case", file=sys.stdout)]
     # spawn: the parent may hold threads (torch, tqdm's monitor) that fork would copy in a locked state
     with multiprocessing.get_context("spawn").Pool(
         min(num_processes, len(items)),
         initializer=init_worker,
         initargs=(None if lock_path is None else str(lock_path), os.getpid()),
     ) as pool:
-        for _ in tqdm(pool.imap_unordered(function, items), total=len(items), desc=desc, unit="case", file=sys.stdout):
-            pass
+        return list(
+            tqdm(pool.imap_unordered(function, items), total=len(items), desc=desc, unit="case", file=sys.stdout)
+        )
 
 
-def _run_job(job: CaseJob, output_folder: Path) -> None:
-    job.convert(output_folder)
+def _run_job(job: CaseJob, output_folder: Path) -> tuple[str, dict[str, Any] | None]:
+    return job.case_id, job.convert(output_folder)
 
 
 @dataclass(frozen=True)
@@ -657,6 +791,8 @@ def execute_plan(plan: ConversionPlan, dataset_id: int, name: str, num_processes
     """
     target = check_target(dataset_id, name, overwrite, plan.source)
     check_unique([j.case_id for j in plan.jobs])
+    for line in plan.warnings:
+        print(f"warning: {line}", file=sys.stderr)
     transaction = Transaction(target.raw, target.preprocessed)
     with interrupts_raise():
         try:
@@ -697,13 +833,19 @@ def _describe_os_error(error: OSError) -> str:
 
 
 def _build_dataset(plan: ConversionPlan, folder: Path, dataset_name: str, num_processes: int, lock: Path) -> None:
-    """Convert every case into ``folder`` and write dataset.json there."""
+    """Convert every case into ``folder`` and write dataset.json there, with the cases' notes."""
     for sub in ("imagesTr", "labelsTr", "imagesTs", "labelsTs"):
         (folder / sub).mkdir(parents=True)
-    parallel_map(
+    results = parallel_map(
         partial(_run_job, output_folder=folder), plan.jobs, num_processes, desc=f"Converting to {dataset_name}",
         lock_path=lock,
     )
+    notes: dict[str, dict[str, Any]] = {}
+    for case_id, case_notes in sorted(results, key=lambda r: r[0]):
+        for key, value in (case_notes or {}).items():
+            notes.setdefault(key, {})[case_id] = value
+    for line in plan.check_notes(notes) if plan.check_notes else []:
+        print(f"warning: {line}", file=sys.stderr)
     for sub in ("imagesTs", "labelsTs"):
         if not any((folder / sub).iterdir()):
             (folder / sub).rmdir()
@@ -718,8 +860,10 @@ def _build_dataset(plan: ConversionPlan, folder: Path, dataset_name: str, num_pr
         reference=plan.reference or None,
         license="See the release's own terms (dataset_conversion/README.md says where each release comes from).",
         converted_by="nnunetv2-resunet dataset converters",
+        training_cases=plan.training_case_ids,
         test_cases=plan.test_case_ids,
         **plan.extra_json,
+        **notes,
     )
 
 
@@ -834,8 +978,9 @@ class ImageLabelFilesJob(CaseJob):
     max_label: int = 1
     binarise: bool = False
 
-    def convert(self, output_folder: Path) -> None:
-        """Read, check and write the case; the image array is written as read, the label as uint8."""
+    def convert(self, output_folder: Path) -> dict[str, Any] | None:
+        """Read, check and write the case; the image array is written as read (unless :meth:`adjust_image` says
+        otherwise), the label as uint8."""
         image = read_image(self.image_path)
         if image.GetDimension() != 3 or image.GetNumberOfComponentsPerPixel() != 1:
             raise ConversionError(
@@ -846,15 +991,21 @@ class ImageLabelFilesJob(CaseJob):
         check_finite(image_array, self.image_path)
         label_array = None
         if self.label_path is not None:
-            label = label_on_image_grid(read_image(self.label_path), image, self.label_path, self.image_path)
-            label_array = sitk.GetArrayFromImage(label)
+            label = read_image(self.label_path)
+            label_array = label_on_image_grid(label, image, self.label_path, self.image_path)
             if self.binarise:
                 nonzero = label_array != 0
                 label_array = nonzero.any(axis=-1) if label.GetNumberOfComponentsPerPixel() > 1 else nonzero
                 label_array = label_array.astype(np.uint8)
             else:
                 label_array = checked_labels(label_array, self.max_label, self.label_path)
+        image_array, notes = self.adjust_image(image_array)
         write_case(output_folder, self, image_array, label_array, Geometry.of_image(image))
+        return notes
+
+    def adjust_image(self, image: np.ndarray) -> tuple[np.ndarray, dict[str, Any] | None]:
+        """Hook for a release's intensity corrections; returns the image to write and notes for dataset.json."""
+        return image, None
 
 
 def header_size(path: Path) -> tuple[int, ...]:
@@ -868,13 +1019,27 @@ def header_size(path: Path) -> tuple[int, ...]:
     return tuple(reader.GetSize())
 
 
-def check_header_shapes(image_path: Path, label_path: Path) -> None:
-    """Raise if image and label headers promise different sizes."""
+def check_header_shapes(image_path: Path, label_path: Path, allow_subgrid: bool = False) -> None:
+    """Raise if image and label headers promise different sizes.
+
+    With ``allow_subgrid``, a label on a sub-grid of the image (same spacing and direction, inside the image, at a
+    whole-voxel offset) is accepted: :func:`label_on_image_grid` places it.
+    """
     image_size, label_size = header_size(image_path), header_size(label_path)
-    if image_size != label_size:
+    if image_size == label_size:
+        return
+    if not allow_subgrid:
         raise ConversionError(
             f"{label_path}: label shape {label_size[::-1]} != image shape {image_size[::-1]} of {image_path}"
         )
+    subgrid_offset(_header(label_path), _header(image_path), label_path, image_path)
+
+
+def _header(path: Path) -> sitk.ImageFileReader:
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    reader.ReadImageInformation()
+    return reader
 
 
 @dataclass(frozen=True)
