@@ -303,6 +303,12 @@ TWO_D_BAD_INPUTS: list[tuple[str, Callable[[Path], None], str, str]] = [
         "not in ParaTransCNN",
     ),
     (
+        "nan_train_slice",
+        lambda r: np.savez(r / LAST_TRAIN, image=np.full((8, 8), np.nan), label=np.zeros((8, 8))),
+        LAST_TRAIN,
+        "NaN",
+    ),
+    (
         "singular_direction",
         lambda r: _set_key(r / LAST_TEST, "direction", np.zeros((3, 3))),
         LAST_TEST,

@@ -30,6 +30,7 @@ from nnunetv2_resunet.dataset_conversion.common import ConversionError
 from nnunetv2_resunet.dataset_conversion.convert_acdc import convert_acdc
 from nnunetv2_resunet.dataset_conversion.convert_synapse import convert_synapse
 from test_conversion_acdc import make_h5_replica
+from test_conversion_avt import make_figshare_release
 from test_conversion_synapse import TRAIN_CASES, make_transunet_release
 
 SYNAPSE = "Dataset801_Synapse"
@@ -89,6 +90,19 @@ def test_overwrite_that_cannot_write_the_split_keeps_the_old_dataset_and_split(
     assert load_json(split / "splits_final.json") == old_split
     assert len(case_ids(dataset / "labelsTr")) == 200 and not (dataset / "imagesTs").exists()
     assert hidden_entries(dirs) == []
+
+
+def test_overwrite_of_a_read_only_dataset_is_one_line(synapse_release: Path, dirs: NnunetDirs) -> None:
+    out = convert_synapse(synapse_release, 801)
+    before = sorted(str(p) for p in out.rglob("*"))
+    out.chmod(0o555)
+    try:
+        args = ["-i", str(synapse_release), "-np", "1", "--overwrite"]
+        result = run_console("nnUNetv2_resunet_convert_synapse", args, dirs, prefix=permissions_bind())
+    finally:
+        out.chmod(0o755)
+    assert_one_error_line(result, str(out), "cannot write here (Permission denied)")
+    assert sorted(str(p) for p in out.rglob("*")) == before and hidden_entries(dirs) == []
 
 
 def test_read_only_raw_folder_is_one_line(synapse_release: Path, dirs: NnunetDirs) -> None:
@@ -192,8 +206,10 @@ def _write_then_wait(array, geometry, path):
 common.write_volume = _write_then_wait
 
 if __name__ == "__main__":
-    from nnunetv2_resunet.dataset_conversion.convert_synapse import main
-    sys.exit(main(sys.argv[1:]))
+    import importlib
+
+    converter = importlib.import_module("nnunetv2_resunet.dataset_conversion." + os.environ["CONVERTER"])
+    sys.exit(converter.main(sys.argv[1:]))
 """
 
 
@@ -206,16 +222,18 @@ def alive(pid: int) -> bool:
 
 
 class PausedConversion:
-    """``nnUNetv2_resunet_convert_synapse`` in a subprocess, waiting after its first written case file."""
+    """A converter's console entry point in a subprocess, waiting after its first written case file."""
 
-    def __init__(self, tmp_path: Path, dirs: NnunetDirs, source: Path, args: list[str]):
+    def __init__(
+        self, tmp_path: Path, dirs: NnunetDirs, source: Path, args: list[str], converter: str = "convert_synapse"
+    ):
         self.pause_dir = tmp_path / f"paused-{len(list(tmp_path.glob('paused-*')))}"
         self.pause_dir.mkdir()
         driver = tmp_path / "pausing_driver.py"
         driver.write_text(PAUSING_DRIVER)
         self.process = subprocess.Popen(
             [sys.executable, str(driver), "-i", str(source), *args],
-            env={**dirs.env(), "PAUSE_DIR": str(self.pause_dir)},
+            env={**dirs.env(), "PAUSE_DIR": str(self.pause_dir), "CONVERTER": converter},
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -252,13 +270,24 @@ def wait_until_dead(pids: list[int], seconds: float = 20) -> None:
     assert not any(alive(p) for p in pids), f"still running: {[p for p in pids if alive(p)]}"
 
 
-@pytest.mark.parametrize("num_processes", [1, 2])
+RELEASES = {
+    "convert_synapse": lambda root: make_transunet_release(root / "Synapse"),
+    "convert_acdc": lambda root: make_h5_replica(root / "ACDC", range(1, 7)),
+    "convert_avt": lambda root: make_figshare_release(root / "AVT"),
+}
+
+
+@pytest.mark.parametrize(
+    ("converter", "num_processes"),
+    [("convert_synapse", 1), ("convert_synapse", 2), ("convert_acdc", 2), ("convert_avt", 2)],
+)
 def test_sigterm_mid_conversion_leaves_nothing(
-    tmp_path: Path, synapse_release: Path, dirs: NnunetDirs, num_processes: int
+    tmp_path: Path, dirs: NnunetDirs, converter: str, num_processes: int
 ) -> None:
-    run = PausedConversion(tmp_path, dirs, synapse_release, ["-np", str(num_processes)])
+    source = RELEASES[converter](tmp_path)
+    run = PausedConversion(tmp_path, dirs, source, ["-np", str(num_processes)], converter)
     try:
-        (work,) = [p for p in dirs.raw.iterdir() if p.name.startswith(f".{SYNAPSE}.converting-")]
+        (work,) = [p for p in dirs.raw.iterdir() if ".converting-" in p.name]
         assert any(work.rglob("*_0000.nii.gz")), "the run had written a case when it was stopped"
         code, _, err = run.stop(signal.SIGTERM)
         assert code == 128 + signal.SIGTERM, err[-3000:]

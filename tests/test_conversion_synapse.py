@@ -248,7 +248,23 @@ TRANSUNET_BAD_INPUTS: list[tuple[str, Callable[[Path], None], str, str]] = [
     ),
     ("missing_slice", lambda r: (r / f"train_npz/{LAST_TRAIN}_slice001.npz").unlink(), LAST_TRAIN, "lacks slices [1]"),
     ("missing_test_case", lambda r: (r / "test_vol_h5/case0038.npy.h5").unlink(), "case0038", "missing"),
+    (
+        "nan_slice",
+        lambda r: _save_slice(
+            r / LAST_SLICE, image=np.full((SIZE, SIZE), np.nan, np.float32), label=np.zeros((SIZE, SIZE), np.float32)
+        ),
+        LAST_SLICE,
+        "NaN",
+    ),
+    ("inf_test_volume", lambda r: _write_h5_image(r / "test_vol_h5/case0038.npy.h5", np.inf), "case0038", "NaN/inf"),
 ]
+
+
+def _write_h5_image(path: Path, value: float) -> None:
+    with h5py.File(path, "a") as f:
+        image = f["image"][()]
+        del f["image"]
+        f["image"] = np.full_like(image, value)
 
 
 @pytest.mark.parametrize(
