@@ -41,6 +41,7 @@ from .transaction import (
     Transaction,
     TransactionError,
     init_worker,
+    interrupts_deferred,
     interrupts_raise,
     owner_description,
     recover_leftovers,
@@ -601,16 +602,18 @@ def parallel_map(
         The results, in completion order.
     """
     if num_processes <= 1 or len(items) <= 1:
-        return [function(item) for item in tqdm(items, desc=desc, unit="case", file=sys.stdout)]
+        # the bar is closed on an error too, instead of printing its last state when the interpreter exits
+        with tqdm(items, desc=desc, unit="case", file=sys.stdout) as progress:
+            return [function(item) for item in progress]
     # spawn: the parent may hold threads (torch, tqdm's monitor) that fork would copy in a locked state
     with multiprocessing.get_context("spawn").Pool(
         min(num_processes, len(items)),
         initializer=init_worker,
         initargs=(None if lock_path is None else str(lock_path), os.getpid()),
     ) as pool:
-        return list(
-            tqdm(pool.imap_unordered(function, items), total=len(items), desc=desc, unit="case", file=sys.stdout)
-        )
+        results = pool.imap_unordered(function, items)
+        with tqdm(results, total=len(items), desc=desc, unit="case", file=sys.stdout) as progress:
+            return list(progress)
 
 
 def _run_job(job: CaseJob, output_folder: Path) -> tuple[str, dict[str, Any] | None]:
@@ -703,10 +706,11 @@ def _require_root(env_path: Any) -> Path:
     return root
 
 
-def check_target(dataset_id: int, name: str, overwrite: bool, source: Path) -> Target:
+def check_target(dataset_id: int, name: str, overwrite: bool, source: Path, report: bool = True) -> Target:
     """Check where the dataset and its split will go, before any work is done.
 
-    Also finishes or undoes conversions that were killed earlier (see :mod:`.transaction`).
+    Also finishes or undoes conversions that were killed earlier (see :mod:`.transaction`), printing what it did
+    when ``report``.
 
     Returns:
         The target, with what an overwrite will remove from the preprocessed folder.
@@ -720,7 +724,8 @@ def check_target(dataset_id: int, name: str, overwrite: bool, source: Path) -> T
     folder_name = dataset_folder_name(dataset_id, name)
     raw, preprocessed = _require_root(nnUNet_raw), _require_root(nnUNet_preprocessed)
     leftovers = recover_leftovers(raw, preprocessed)
-    report_leftovers(leftovers)
+    if report:
+        report_leftovers(leftovers)
     if folder_name in leftovers.running:
         work = leftovers.running[folder_name]
         raise ConversionError(
@@ -789,18 +794,15 @@ def execute_plan(plan: ConversionPlan, dataset_id: int, name: str, num_processes
         ConversionError: On bad input or unwritable output; nothing has changed then.
         Interrupted: On SIGINT/SIGTERM; nothing has changed unless ``completed`` says the dataset was put in place.
     """
-    target = check_target(dataset_id, name, overwrite, plan.source)
+    target = check_target(dataset_id, name, overwrite, plan.source, report=False)  # the converter checked first
     check_unique([j.case_id for j in plan.jobs])
     for line in plan.warnings:
         print(f"warning: {line}", file=sys.stderr)
     transaction = Transaction(target.raw, target.preprocessed)
+    pending: list[int] = []
     with interrupts_raise():
         try:
             transaction.begin()
-        except TransactionError as e:
-            raise ConversionError(str(e)) from e
-        pending: list[int] = []
-        try:
             _build_dataset(plan, transaction.new_raw, target.raw.name, num_processes, transaction.lock_path)
             for folder in (transaction.new_raw, transaction.new_preprocessed):
                 _write_json_atomically(plan.splits, folder / SPLITS_FILE)
@@ -815,7 +817,9 @@ def execute_plan(plan: ConversionPlan, dataset_id: int, name: str, num_processes
         except BaseException:
             transaction.abort()
             raise
-        transaction.finish()
+        # the dataset is in place: removing the old one must not be reported as an interrupted conversion
+        with interrupts_deferred(pending):
+            transaction.finish()
     if target.stale:
         print(f"note: removed from {target.preprocessed} what nnU-Net had derived from the replaced dataset: "
               f"{list(target.stale)}; run nnUNetv2_plan_and_preprocess again")
