@@ -1,11 +1,12 @@
 """What the three converters share: the command line skeleton, reading and checking source files, writing a case,
-building the dataset folder aside and moving it into place, dataset.json, splits_final.json and the parallel map.
+checking the target, dataset.json, splits_final.json and the parallel map.
 
 A converter collects its source into a :class:`ConversionPlan` (cheap structural checks: folders, names, pairs,
 duplicates, keys and shapes where headers allow), then :func:`execute_plan` converts every case in parallel into a
-hidden sibling folder of the target inside ``$nnUNet_raw`` (value checks happen there, while each case is read
-once), writes dataset.json, and only when every case succeeded renames the folder into place and writes the split.
-Any error removes the hidden folder, so no half-written dataset is ever visible, and the source is only ever read.
+hidden work folder inside ``$nnUNet_raw`` (value checks happen there, while each case is read once), writes
+dataset.json and the split, and only when every case succeeded swaps dataset and split in together
+(:mod:`.transaction`). Any error or interrupt removes the work folders, so no half-written dataset is ever visible,
+and the source is only ever read.
 """
 
 from __future__ import annotations
@@ -16,13 +17,13 @@ import json
 import multiprocessing
 import os
 import re
-import shutil
+import signal
 import sys
 import uuid
 import zipfile
 import zlib
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -32,8 +33,20 @@ import numpy as np
 import SimpleITK as sitk
 from nnunetv2.configuration import default_num_processes
 from nnunetv2.dataset_conversion.generate_dataset_json import generate_dataset_json
-from nnunetv2.paths import nnUNet_preprocessed, nnUNet_raw
+from nnunetv2.paths import nnUNet_preprocessed, nnUNet_raw, nnUNet_results
 from tqdm import tqdm
+
+from .transaction import (
+    Interrupted,
+    Transaction,
+    TransactionError,
+    init_worker,
+    interrupts_deferred,
+    interrupts_raise,
+    owner_description,
+    recover_leftovers,
+    report_leftovers,
+)
 
 IDENTITY_DIRECTION: tuple[float, ...] = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
 FILE_ENDING = ".nii.gz"
@@ -77,8 +90,12 @@ class CaseJob:
     case_id: str
     subset: str
 
-    def convert(self, output_folder: Path) -> None:
-        """Read, check and write this case into ``output_folder``; raise :class:`ConversionError` on bad input."""
+    def convert(self, output_folder: Path) -> dict[str, Any] | None:
+        """Read, check and write this case into ``output_folder``; raise :class:`ConversionError` on bad input.
+
+        Returns:
+            None, or notes to record in dataset.json: ``{key: value}`` becomes ``dataset[key][case_id] = value``.
+        """
         raise NotImplementedError
 
 
@@ -94,6 +111,8 @@ class ConversionPlan:
         description: Free text for dataset.json (where the data came from, spacing and normalisation choices).
         extra_json: Further dataset.json keys (e.g. mappings back to the original case names).
         source: The folder the user passed, checked against the output location.
+        warnings: Lines printed before converting (e.g. cases of a published list that are missing).
+        check_notes: Called with the cases' notes after converting; returns further warning lines.
     """
 
     jobs: list[CaseJob]
@@ -104,6 +123,8 @@ class ConversionPlan:
     source: Path
     reference: str = ""
     extra_json: dict[str, Any] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    check_notes: Callable[[dict[str, dict[str, Any]]], list[str]] | None = None
 
     @property
     def training_case_ids(self) -> list[str]:
@@ -167,6 +188,32 @@ def require_folder(path: Path, what: str) -> Path:
     if not path.is_dir():
         raise ConversionError(f"{path}: missing folder ({what})")
     return path
+
+
+@dataclass(frozen=True)
+class Layout:
+    """A source layout a converter reads: a description for messages and a test of whether a folder holds it."""
+
+    description: str
+    found_in: Callable[[Path], bool]
+
+
+def no_layout_found(source: Path, release: str, layouts: Sequence[Layout]) -> ConversionError:
+    """The error for a source that holds none of ``layouts``, pointing one level up or down where one is found."""
+    looked = "; ".join(layout.description for layout in layouts)
+
+    def holds(folder: Path) -> Layout | None:
+        return next((layout for layout in layouts if folder.is_dir() and layout.found_in(folder)), None)
+
+    hint = ""
+    candidates = [source.parent] + (sorted(p for p in source.iterdir() if p.is_dir()) if source.is_dir() else [])
+    for candidate in candidates:
+        layout = holds(candidate)
+        if layout is not None:
+            where = "its parent" if candidate == source.parent else "its subfolder"
+            hint = f". {where} {candidate} holds {layout.description.split(':')[0]}: pass -i '{candidate}'"
+            break
+    return ConversionError(f"{source}: no {release} layout found; looked in it for {looked}{hint}")
 
 
 def first_existing(folder: Path, candidates: Sequence[str]) -> Path | None:
@@ -289,6 +336,28 @@ def check_nifti_complete(path: Path) -> None:
     found = gzip_data_length(path) if path.name.endswith(".gz") else path.stat().st_size
     if found < expected:
         raise ConversionError(f"{path}: cannot read image (truncated: {found} bytes of data, header needs {expected})")
+    if reader.GetMetaData("datatype") in NIFTI_FLOAT_DATATYPES:
+        _check_nifti_finite(path)
+
+
+#: NIfTI datatype codes of floating-point voxels (float32, float64, float128).
+NIFTI_FLOAT_DATATYPES = ("16", "64", "1536")
+
+
+def _check_nifti_finite(path: Path) -> None:
+    """Raise if a floating-point NIfTI file stores NaN or infinite voxels.
+
+    SimpleITK's NIfTI reader turns them into 0 without a word, so they must be counted in the file itself.
+    """
+    import nibabel  # nnU-Net's dependency; only needed for floating-point NIfTI files
+
+    try:
+        data = np.asarray(nibabel.load(str(path)).dataobj.get_unscaled())
+    except Exception as e:  # nibabel raises many types on files SimpleITK accepted; name the file either way
+        raise ConversionError(f"{path}: cannot read image data ({type(e).__name__}: {e})") from e
+    bad = int(np.count_nonzero(~np.isfinite(data)))
+    if bad:
+        raise ConversionError(f"{path}: image contains {bad} NaN/inf voxels (SimpleITK would silently read them as 0)")
 
 
 def read_image(path: Path) -> sitk.Image:
@@ -341,40 +410,81 @@ def checked_labels(label: np.ndarray, max_label: int, path: Path) -> np.ndarray:
     return label.astype(np.uint8, copy=False)
 
 
-def label_on_image_grid(label: sitk.Image, image: sitk.Image, label_path: Path, image_path: Path) -> sitk.Image:
-    """The label image on the image's voxel grid.
+def _geometry_differences(label: Any, image: Any) -> list[str]:
+    """What differs between two grids' spacing, origin and direction (sitk images or header readers), as text."""
+    differences = []
+    if not np.allclose(label.GetSpacing(), image.GetSpacing(), rtol=1e-3, atol=1e-4):
+        differences.append(f"spacing {_rounded(label.GetSpacing())} vs {_rounded(image.GetSpacing())}")
+    if not np.allclose(label.GetDirection(), image.GetDirection(), atol=1e-3):
+        differences.append(f"direction {_rounded(label.GetDirection())} vs {_rounded(image.GetDirection())}")
+    if not np.allclose(label.GetOrigin(), image.GetOrigin(), rtol=0, atol=1e-2):
+        differences.append(f"origin {_rounded(label.GetOrigin())} vs {_rounded(image.GetOrigin())}")
+    return differences
 
-    Identical grids (up to float noise) keep the label voxels as they are; labels stored on a sub-grid with the same
-    spacing and direction (as 3D Slicer sometimes crops segmentations) are placed by nearest-neighbour resampling,
-    which is exact for grid-aligned voxels; anything else is an error.
+
+def _rounded(values: Sequence[float]) -> tuple[float, ...]:
+    return tuple(round(float(v), 4) + 0.0 for v in values)
+
+
+def subgrid_offset(label: Any, image: Any, label_path: Path, image_path: Path) -> tuple[int, int, int]:
+    """Voxel offset (x, y, z) of a label grid that lies inside the image grid (as 3D Slicer crops segmentations).
+
+    Args:
+        label, image: sitk images or header readers (GetSize, GetSpacing, GetOrigin, GetDirection).
+
+    Raises:
+        ConversionError: If spacing or direction differ, the label's voxels fall between the image's, or the label
+            grid reaches outside the image.
+    """
+    differences = [d for d in _geometry_differences(label, image) if not d.startswith("origin")]
+    if differences:
+        raise ConversionError(
+            f"{label_path}: label grid {label.GetSize()[::-1]} differs from image {image_path} {image.GetSize()[::-1]} "
+            f"and cannot be placed on it: {'; '.join(differences)}"
+        )
+    direction = np.asarray(image.GetDirection(), dtype=float).reshape(3, 3)
+    physical = np.asarray(label.GetOrigin(), dtype=float) - np.asarray(image.GetOrigin(), dtype=float)
+    index = np.linalg.solve(direction, physical) / np.asarray(image.GetSpacing(), dtype=float)
+    offset = np.round(index)
+    if not np.allclose(index, offset, atol=1e-2):
+        raise ConversionError(
+            f"{label_path}: label grid starts between the voxels of image {image_path} (at voxel {_rounded(index)}); "
+            "it cannot be placed without resampling"
+        )
+    end = offset + np.asarray(label.GetSize())
+    if (offset < 0).any() or (end > np.asarray(image.GetSize())).any():
+        raise ConversionError(
+            f"{label_path}: label grid (voxels {offset.astype(int).tolist()} to {(end - 1).astype(int).tolist()}) "
+            f"reaches outside the image {image_path} of size {list(image.GetSize())}"
+        )
+    return int(offset[0]), int(offset[1]), int(offset[2])
+
+
+def label_on_image_grid(label: sitk.Image, image: sitk.Image, label_path: Path, image_path: Path) -> np.ndarray:
+    """The label's voxels on the image's grid, as a (z, y, x[, components]) array.
+
+    Identical grids (up to float noise) keep the label voxels as they are; a label stored on a sub-grid with the same
+    spacing and direction (as 3D Slicer saves cropped segmentations) is placed into an empty label of the image's size
+    at its voxel offset, which is exact; anything else is an error naming what differs.
     """
     if label.GetDimension() != 3 or image.GetDimension() != 3:
         raise ConversionError(
             f"{label_path}: expected 3D image and label, got {image.GetDimension()}D image {image_path} and "
             f"{label.GetDimension()}D label"
         )
-    same_grid = (
-        label.GetSize() == image.GetSize()
-        and np.allclose(label.GetSpacing(), image.GetSpacing(), rtol=1e-3, atol=1e-4)
-        and np.allclose(label.GetOrigin(), image.GetOrigin(), rtol=0, atol=1e-2)
-        and np.allclose(label.GetDirection(), image.GetDirection(), atol=1e-3)
-    )
-    if same_grid:
-        return label
+    array = sitk.GetArrayFromImage(label)
     if label.GetSize() == image.GetSize():
-        raise ConversionError(
-            f"{label_path}: label geometry differs from image {image_path}: spacing {label.GetSpacing()} vs "
-            f"{image.GetSpacing()}, origin {label.GetOrigin()} vs {image.GetOrigin()}"
-        )
-    if not (
-        np.allclose(label.GetSpacing(), image.GetSpacing(), rtol=1e-3)
-        and np.allclose(label.GetDirection(), image.GetDirection(), atol=1e-3)
-    ):
-        raise ConversionError(
-            f"{label_path}: image shape {image.GetSize()[::-1]} != label shape {label.GetSize()[::-1]} and the "
-            f"grids differ (spacing {image.GetSpacing()} vs {label.GetSpacing()})"
-        )
-    return sitk.Resample(label, image, sitk.Transform(), sitk.sitkNearestNeighbor, 0, label.GetPixelID())
+        differences = _geometry_differences(label, image)
+        if differences:
+            raise ConversionError(
+                f"{label_path}: label geometry differs from image {image_path}: {'; '.join(differences)}"
+            )
+        return array
+    x, y, z = subgrid_offset(label, image, label_path, image_path)
+    placed = np.zeros(image.GetSize()[::-1] + array.shape[3:], dtype=array.dtype)
+    depth, height, width = array.shape[:3]
+    placed[z:z + depth, y:y + height, x:x + width] = array
+    return placed
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -391,7 +501,11 @@ def write_volume(array: np.ndarray, geometry: Geometry, path: Path) -> None:
     image.SetSpacing([float(s) for s in geometry.spacing])
     image.SetOrigin([float(o) for o in geometry.origin])
     image.SetDirection([float(d) for d in geometry.direction])
-    sitk.WriteImage(image, str(path), useCompression=True)
+    try:
+        sitk.WriteImage(image, str(path), useCompression=True)
+    except RuntimeError as e:
+        message = str(e).strip().splitlines()[-1] if str(e).strip() else repr(e)
+        raise ConversionError(f"{path}: cannot write ({message}; is the disk full or read-only?)") from e
 
 
 def write_case(
@@ -436,114 +550,325 @@ def check_published_cases(expected: Iterable[str], found: Iterable[str], what: s
         raise ConversionError(f"{source}: {what} missing from the source: {missing}")
 
 
+def compare_training_set(
+    published: Sequence[str], found: Iterable[str], what: str, reference: str, source: Path
+) -> tuple[dict[str, Any], list[str]]:
+    """Compare a training set with the published one; training sets may be partial, test sets may not.
+
+    Args:
+        published: The published training cases (or patients), e.g. TransUNet's 18 Synapse cases.
+        found: The same kind of names found in the source.
+        what: Plural noun for the message, e.g. "TransUNet training cases".
+        reference: Where the published list comes from, recorded in dataset.json.
+
+    Returns:
+        The dataset.json entry ``training_set`` (``reference``, ``published`` count, ``missing``, ``unlisted``,
+        ``complete``) and warning lines for what is missing or not listed.
+    """
+    found = set(found)
+    missing = sorted(set(published) - found)
+    unlisted = sorted(found - set(published))
+    warnings = []
+    if missing:
+        warnings.append(f"{source}: {len(missing)} of the {len(published)} {what} are missing: {missing}; the dataset "
+                        "is a partial training set (dataset.json's training_set says so)")
+    if unlisted:
+        warnings.append(f"{source}: {unlisted} are not among the {len(published)} published {what}; they are used for "
+                        "training too")
+    entry = {
+        "reference": reference,
+        "published": len(published),
+        "missing": missing,
+        "unlisted": unlisted,
+        "complete": not missing and not unlisted,
+    }
+    return entry, warnings
+
+
 # ----------------------------------------------------------------------------------------------------------------------
 # Running a plan
 # ----------------------------------------------------------------------------------------------------------------------
 
 
-def parallel_map(function: Callable[[Any], Any], items: Sequence[Any], num_processes: int, desc: str) -> None:
+def parallel_map(
+    function: Callable[[Any], Any], items: Sequence[Any], num_processes: int, desc: str, lock_path: Path | None = None
+) -> list[Any]:
     """Apply ``function`` to every item with a progress bar; in ``num_processes`` worker processes when > 1.
 
-    The first exception in any worker stops the map and is re-raised here.
-    """
-    if num_processes <= 1 or len(items) <= 1:
-        for item in tqdm(items, desc=desc, unit="case", file=sys.stdout):
-            function(item)
-        return
-    # spawn: the parent may hold threads (torch, tqdm's monitor) that fork would copy in a locked state
-    with multiprocessing.get_context("spawn").Pool(min(num_processes, len(items))) as pool:
-        for _ in tqdm(pool.imap_unordered(function, items), total=len(items), desc=desc, unit="case", file=sys.stdout):
-            pass
-
-
-def _run_job(job: CaseJob, output_folder: Path) -> None:
-    job.convert(output_folder)
-
-
-def check_target(dataset_id: int, name: str, overwrite: bool, source: Path) -> tuple[Path, Path]:
-    """Check where the dataset and its split will go, before any work is done.
+    The first exception in any worker stops the map and is re-raised here. Workers share the run's lock
+    (``lock_path``), leave Ctrl-C to this process, and exit when this process dies.
 
     Returns:
-        The raw dataset folder and the splits_final.json path.
+        The results, in completion order.
+    """
+    if num_processes <= 1 or len(items) <= 1:
+        # the bar is closed on an error too, instead of printing its last state when the interpreter exits
+        with tqdm(items, desc=desc, unit="case", file=sys.stdout) as progress:
+            return [function(item) for item in progress]
+    # spawn: the parent may hold threads (torch, tqdm's monitor) that fork would copy in a locked state
+    with multiprocessing.get_context("spawn").Pool(
+        min(num_processes, len(items)),
+        initializer=init_worker,
+        initargs=(None if lock_path is None else str(lock_path), os.getpid()),
+    ) as pool:
+        results = pool.imap_unordered(function, items)
+        with tqdm(results, total=len(items), desc=desc, unit="case", file=sys.stdout) as progress:
+            return list(progress)
+
+
+def _run_job(job: CaseJob, output_folder: Path) -> tuple[str, dict[str, Any] | None]:
+    return job.case_id, job.convert(output_folder)
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where a dataset goes, and what an overwrite replaces.
+
+    Attributes:
+        raw: ``$nnUNet_raw/DatasetXXX_Name``.
+        preprocessed: ``$nnUNet_preprocessed/DatasetXXX_Name``.
+        stale: Entries of the preprocessed folder that nnU-Net derived from the dataset being replaced (removed by
+            an overwrite, together with the old split).
+    """
+
+    raw: Path
+    preprocessed: Path
+    stale: tuple[str, ...] = ()
+
+    @property
+    def splits_file(self) -> Path:
+        return self.preprocessed / SPLITS_FILE
+
+
+SPLITS_FILE = "splits_final.json"
+#: What nnU-Net writes into nnUNet_preprocessed/DatasetXXX_Name besides plans and their data folders.
+NNUNET_PREPROCESSED_FILES = ("dataset_fingerprint.json", "dataset.json", SPLITS_FILE)
+NNUNET_PREPROCESSED_FOLDERS = ("gt_segmentations",)
+#: Files of nnU-Net's preprocessed case folders (blosc2, npz, npy arrays and their pickled properties).
+PREPROCESSED_ARRAY_SUFFIXES = (".b2nd", ".npz", ".npy", ".pkl")
+
+
+def _plans_data_folders(path: Path) -> set[str] | None:
+    """Data folder names (``data_identifier``) of an nnU-Net plans file, or None if ``path`` is not one."""
+    try:
+        plans = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(plans, dict) or not isinstance(plans.get("configurations"), dict) or "plans_name" not in plans:
+        return None
+    return {
+        str(c.get("data_identifier", f"{plans['plans_name']}_{name}"))
+        for name, c in plans["configurations"].items()
+        if isinstance(c, dict)
+    }
+
+
+def classify_preprocessed(folder: Path) -> tuple[list[str], list[str]]:
+    """Split the entries of ``nnUNet_preprocessed/DatasetXXX_Name`` into nnU-Net's own outputs and anything else.
+
+    nnU-Net's outputs (fingerprint, plans, their preprocessed data folders, ``gt_segmentations``, its copy of
+    dataset.json, the split) all describe the dataset they were made from, so a re-converted dataset makes them stale:
+    nnU-Net reuses an existing fingerprint unless told ``--clean``, and a trainer reads whatever arrays are there.
+
+    Returns:
+        (nnU-Net's entries, unrecognised entries), names sorted, folders with a trailing '/'.
+    """
+    entries = sorted(folder.iterdir())
+    data_folders: set[str] = set()
+    plans_files = set()
+    for entry in entries:
+        if entry.is_file() and entry.suffix == ".json" and entry.name not in NNUNET_PREPROCESSED_FILES:
+            folders = _plans_data_folders(entry)
+            if folders is not None:
+                plans_files.add(entry.name)
+                data_folders |= folders
+    known, unknown = [], []
+    for entry in entries:
+        name = entry.name
+        if entry.is_dir():
+            arrays_only = all(
+                f.is_file() and f.name.endswith(PREPROCESSED_ARRAY_SUFFIXES) for f in entry.iterdir()
+            )
+            recognised = name in NNUNET_PREPROCESSED_FOLDERS or name in data_folders or arrays_only
+            (known if recognised else unknown).append(f"{name}/")
+        else:
+            (known if name in NNUNET_PREPROCESSED_FILES or name in plans_files else unknown).append(name)
+    return known, unknown
+
+
+def _require_root(env_path: Any) -> Path:
+    root = _env_folder(env_path)
+    if not root.is_dir():
+        raise ConversionError(
+            f"{root}: {env_path.env_var_name} points to a folder that does not exist; create it (mkdir -p '{root}') "
+            f"or point {env_path.env_var_name} at your nnU-Net folder (a missing network mount looks like this too)"
+        )
+    return root
+
+
+def check_target(dataset_id: int, name: str, overwrite: bool, source: Path, report: bool = True) -> Target:
+    """Check where the dataset and its split will go, before any work is done.
+
+    Also finishes or undoes conversions that were killed earlier (see :mod:`.transaction`), printing what it did
+    when ``report``.
+
+    Returns:
+        The target, with what an overwrite will remove from the preprocessed folder.
 
     Raises:
-        ConversionError: If an env var is unset, the dataset exists and ``overwrite`` is False, another dataset
-            already uses the ID, or the output overlaps the source.
+        ConversionError: If an env var is unset or names a missing folder, the dataset (or preprocessed data of the
+            same name) exists and ``overwrite`` is False, the preprocessed folder holds files we cannot tell are
+            stale, another conversion into the same dataset is running, another dataset already uses the ID, or
+            the output overlaps the source.
     """
     folder_name = dataset_folder_name(dataset_id, name)
-    raw, preprocessed = raw_root(), preprocessed_root()
-    target = raw / folder_name
-    splits_file = preprocessed / folder_name / "splits_final.json"
+    raw, preprocessed = _require_root(nnUNet_raw), _require_root(nnUNet_preprocessed)
+    leftovers = recover_leftovers(raw, preprocessed)
+    if report:
+        report_leftovers(leftovers)
+    if folder_name in leftovers.running:
+        work = leftovers.running[folder_name]
+        raise ConversionError(
+            f"{work}: another conversion into {folder_name} is running ({owner_description(work)}); wait for it "
+            "to finish or stop it, then re-run"
+        )
+    target = Target(raw / folder_name, preprocessed / folder_name)
     prefix = f"Dataset{dataset_id:03d}_"
     for root in (raw, preprocessed):
-        if root.is_dir():
-            others = sorted(p.name for p in root.iterdir() if p.name.startswith(prefix) and p.name != folder_name)
-            if others:
-                raise ConversionError(
-                    f"{root}: dataset ID {dataset_id} is already used by {others}; nnU-Net would not know which one "
-                    f"-d {dataset_id} means. Pick another ID (-d) or remove those folders"
-                )
-    for out in (target, preprocessed / folder_name):
+        others = sorted(p.name for p in root.iterdir() if p.name.startswith(prefix) and p.name != folder_name)
+        if others:
+            raise ConversionError(
+                f"{root}: dataset ID {dataset_id} is already used by {others}; nnU-Net would not know which one "
+                f"-d {dataset_id} means. Pick another ID (-d) or remove those folders"
+            )
+    for out in (target.raw, target.preprocessed):
         if _overlaps(out, source):
             raise ConversionError(f"{source}: the source overlaps the output folder {out}; convert into another place")
+    if target.raw.exists() and not overwrite:
+        raise ConversionError(f"{target.raw} already exists; pass --overwrite to replace it")
+    if target.raw.exists():
+        _probe_writable(target.raw)
+    if not target.preprocessed.exists():
+        return target
+    if not target.preprocessed.is_dir():
+        raise ConversionError(f"{target.preprocessed}: expected a folder (nnU-Net's preprocessed data), found a file")
+    known, unknown = classify_preprocessed(target.preprocessed)
+    if not (known or unknown):
+        return target
     if not overwrite:
-        for existing in (target, splits_file):
-            if existing.exists():
-                raise ConversionError(f"{existing} already exists; pass --overwrite to replace it")
-    return target, splits_file
+        raise ConversionError(
+            f"{target.preprocessed} already exists and holds {known + unknown}, made from an earlier conversion; "
+            "pass --overwrite to replace the dataset and clear them"
+        )
+    if unknown:
+        raise ConversionError(
+            f"{target.preprocessed}: holds {unknown}, which are not nnU-Net's files and may describe the dataset "
+            f"being replaced; move them out of that folder (or delete them) and re-run"
+        )
+    _probe_writable(target.preprocessed)
+    return replace(target, stale=tuple(known))
+
+
+def _probe_writable(folder: Path) -> None:
+    """Raise unless ``folder`` can be written (moving a folder aside needs that too), before any work is done."""
+    probe = folder / f".write-probe-{uuid.uuid4().hex[:8]}"
+    try:
+        probe.mkdir()
+        probe.rmdir()
+    except OSError as e:
+        raise ConversionError(f"{folder}: cannot write here ({_describe_os_error(e)}), so it cannot be replaced") from e
 
 
 def execute_plan(plan: ConversionPlan, dataset_id: int, name: str, num_processes: int, overwrite: bool) -> Path:
-    """Convert all cases of ``plan`` into ``$nnUNet_raw/DatasetXXX_Name`` atomically, then write its split.
+    """Convert all cases of ``plan`` into ``$nnUNet_raw/DatasetXXX_Name`` and put dataset and split in place together.
+
+    The dataset and its ``splits_final.json`` (in the dataset folder, where nnU-Net's planner picks it up, and in
+    ``$nnUNet_preprocessed/DatasetXXX_Name``) are built in work folders and swapped in with the previous ones in one
+    step (:class:`.transaction.Transaction`); on ``overwrite`` the previous preprocessed folder, with everything
+    nnU-Net derived from the old dataset, goes with it. SIGTERM is handled like Ctrl-C: the work folders are removed.
 
     Returns:
         The dataset folder.
+
+    Raises:
+        ConversionError: On bad input or unwritable output; nothing has changed then.
+        Interrupted: On SIGINT/SIGTERM; nothing has changed unless ``completed`` says the dataset was put in place.
     """
-    target, splits_file = check_target(dataset_id, name, overwrite, plan.source)
+    target = check_target(dataset_id, name, overwrite, plan.source, report=False)  # the converter checked first
     check_unique([j.case_id for j in plan.jobs])
-    target.parent.mkdir(parents=True, exist_ok=True)
-    # hidden name: nnU-Net looks datasets up by the prefix "DatasetXXX", which a leftover must never match
-    building = target.parent / f".{target.name}.converting-{uuid.uuid4().hex[:8]}"
-    retired = target.parent / f".{target.name}.replaced-{uuid.uuid4().hex[:8]}"
-    try:
-        for sub in ("imagesTr", "labelsTr", "imagesTs", "labelsTs"):
-            (building / sub).mkdir(parents=True)
-        parallel_map(
-            partial(_run_job, output_folder=building),
-            plan.jobs,
-            num_processes,
-            desc=f"Converting to {target.name}",
-        )
-        for sub in ("imagesTs", "labelsTs"):
-            if not any((building / sub).iterdir()):
-                (building / sub).rmdir()
-        generate_dataset_json(
-            str(building),
-            channel_names=dict(plan.channel_names),
-            labels=dict(plan.labels),
-            num_training_cases=len(plan.training_case_ids),
-            file_ending=FILE_ENDING,
-            dataset_name=target.name,
-            description=plan.description,
-            reference=plan.reference or None,
-            license="See the release's own terms (dataset_conversion/README.md says where each release comes from).",
-            converted_by="nnunetv2-resunet dataset converters",
-            test_cases=plan.test_case_ids,
-            **plan.extra_json,
-        )
-        if target.exists():
-            os.replace(target, retired)
+    for line in plan.warnings:
+        print(f"warning: {line}", file=sys.stderr)
+    transaction = Transaction(target.raw, target.preprocessed)
+    pending: list[int] = []
+    with interrupts_raise():
         try:
-            os.replace(building, target)
-        except OSError:
-            if retired.exists():
-                os.replace(retired, target)
+            transaction.begin()
+            _build_dataset(plan, transaction.new_raw, target.raw.name, num_processes, transaction.lock_path)
+            for folder in (transaction.new_raw, transaction.new_preprocessed):
+                _write_json_atomically(plan.splits, folder / SPLITS_FILE)
+            pending = transaction.commit()
+        except TransactionError as e:
+            transaction.abort()
+            raise ConversionError(str(e)) from e
+        except OSError as e:
+            transaction.abort()
+            where = e.filename or transaction.raw_work
+            raise ConversionError(f"{where}: cannot write ({_describe_os_error(e)})") from e
+        except BaseException:
+            transaction.abort()
             raise
-    finally:
-        shutil.rmtree(building, ignore_errors=True)
-    shutil.rmtree(retired, ignore_errors=True)
-    _write_json_atomically(plan.splits, splits_file)
-    return target
+        # the dataset is in place: removing the old one must not be reported as an interrupted conversion
+        with interrupts_deferred(pending):
+            transaction.finish()
+    if target.stale:
+        print(f"note: removed from {target.preprocessed} what nnU-Net had derived from the replaced dataset: "
+              f"{list(target.stale)}; run nnUNetv2_plan_and_preprocess again")
+    results = nnUNet_results.get()
+    if overwrite and results and (Path(results) / target.raw.name).is_dir():
+        print(f"note: {Path(results) / target.raw.name} holds models trained on the replaced dataset; retrain (not "
+              "--c) before comparing them with this one")
+    if pending:
+        raise Interrupted(pending[0], completed=True)
+    return target.raw
+
+
+def _describe_os_error(error: OSError) -> str:
+    return error.strerror or str(error)
+
+
+def _build_dataset(plan: ConversionPlan, folder: Path, dataset_name: str, num_processes: int, lock: Path) -> None:
+    """Convert every case into ``folder`` and write dataset.json there, with the cases' notes."""
+    for sub in ("imagesTr", "labelsTr", "imagesTs", "labelsTs"):
+        (folder / sub).mkdir(parents=True)
+    results = parallel_map(
+        partial(_run_job, output_folder=folder), plan.jobs, num_processes, desc=f"Converting to {dataset_name}",
+        lock_path=lock,
+    )
+    notes: dict[str, dict[str, Any]] = {}
+    for case_id, case_notes in sorted(results, key=lambda r: r[0]):
+        for key, value in (case_notes or {}).items():
+            notes.setdefault(key, {})[case_id] = value
+    for line in plan.check_notes(notes) if plan.check_notes else []:
+        print(f"warning: {line}", file=sys.stderr)
+    for sub in ("imagesTs", "labelsTs"):
+        if not any((folder / sub).iterdir()):
+            (folder / sub).rmdir()
+    generate_dataset_json(
+        str(folder),
+        channel_names=dict(plan.channel_names),
+        labels=dict(plan.labels),
+        num_training_cases=len(plan.training_case_ids),
+        file_ending=FILE_ENDING,
+        dataset_name=dataset_name,
+        description=plan.description,
+        reference=plan.reference or None,
+        license="See the release's own terms (dataset_conversion/README.md says where each release comes from).",
+        converted_by="nnunetv2-resunet dataset converters",
+        training_cases=plan.training_case_ids,
+        test_cases=plan.test_case_ids,
+        **plan.extra_json,
+        **notes,
+    )
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -594,12 +919,26 @@ def spacing_geometry(spacing: Sequence[float] | None) -> Geometry:
 
 
 def run_cli(convert: Callable[[], Path]) -> int:
-    """Run a conversion, printing a ConversionError as one line instead of a traceback. Returns the exit code."""
+    """Run a conversion, printing a ConversionError or an interrupt as one line instead of a traceback.
+
+    Returns:
+        The exit code: 0, 1 on a ConversionError, 128 + the signal number on SIGINT/SIGTERM.
+    """
     try:
-        target = convert()
+        with interrupts_raise():
+            target = convert()
     except ConversionError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt as e:
+        signum = e.signum if isinstance(e, Interrupted) else signal.SIGINT
+        if isinstance(e, Interrupted) and e.completed:
+            print(f"interrupted by {signal.Signals(signum).name} after the dataset was put in place; it is complete",
+                  file=sys.stderr)
+        else:
+            print(f"interrupted by {signal.Signals(signum).name}: nothing was changed in nnUNet_raw or "
+                  "nnUNet_preprocessed", file=sys.stderr)
+        return 128 + signum
     print(f"Done: {target}")
     return 0
 
@@ -643,8 +982,9 @@ class ImageLabelFilesJob(CaseJob):
     max_label: int = 1
     binarise: bool = False
 
-    def convert(self, output_folder: Path) -> None:
-        """Read, check and write the case; the image array is written as read, the label as uint8."""
+    def convert(self, output_folder: Path) -> dict[str, Any] | None:
+        """Read, check and write the case; the image array is written as read (unless :meth:`adjust_image` says
+        otherwise), the label as uint8."""
         image = read_image(self.image_path)
         if image.GetDimension() != 3 or image.GetNumberOfComponentsPerPixel() != 1:
             raise ConversionError(
@@ -655,15 +995,21 @@ class ImageLabelFilesJob(CaseJob):
         check_finite(image_array, self.image_path)
         label_array = None
         if self.label_path is not None:
-            label = label_on_image_grid(read_image(self.label_path), image, self.label_path, self.image_path)
-            label_array = sitk.GetArrayFromImage(label)
+            label = read_image(self.label_path)
+            label_array = label_on_image_grid(label, image, self.label_path, self.image_path)
             if self.binarise:
                 nonzero = label_array != 0
                 label_array = nonzero.any(axis=-1) if label.GetNumberOfComponentsPerPixel() > 1 else nonzero
                 label_array = label_array.astype(np.uint8)
             else:
                 label_array = checked_labels(label_array, self.max_label, self.label_path)
+        image_array, notes = self.adjust_image(image_array)
         write_case(output_folder, self, image_array, label_array, Geometry.of_image(image))
+        return notes
+
+    def adjust_image(self, image: np.ndarray) -> tuple[np.ndarray, dict[str, Any] | None]:
+        """Hook for a release's intensity corrections; returns the image to write and notes for dataset.json."""
+        return image, None
 
 
 def header_size(path: Path) -> tuple[int, ...]:
@@ -677,13 +1023,27 @@ def header_size(path: Path) -> tuple[int, ...]:
     return tuple(reader.GetSize())
 
 
-def check_header_shapes(image_path: Path, label_path: Path) -> None:
-    """Raise if image and label headers promise different sizes."""
+def check_header_shapes(image_path: Path, label_path: Path, allow_subgrid: bool = False) -> None:
+    """Raise if image and label headers promise different sizes.
+
+    With ``allow_subgrid``, a label on a sub-grid of the image (same spacing and direction, inside the image, at a
+    whole-voxel offset) is accepted: :func:`label_on_image_grid` places it.
+    """
     image_size, label_size = header_size(image_path), header_size(label_path)
-    if image_size != label_size:
+    if image_size == label_size:
+        return
+    if not allow_subgrid:
         raise ConversionError(
             f"{label_path}: label shape {label_size[::-1]} != image shape {image_size[::-1]} of {image_path}"
         )
+    subgrid_offset(_header(label_path), _header(image_path), label_path, image_path)
+
+
+def _header(path: Path) -> sitk.ImageFileReader:
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    reader.ReadImageInformation()
+    return reader
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,8 @@ Two source layouts, detected from the folder given with ``-i``:
   ``Info.cfg`` are ignored) and ``testing/patientXXX/...`` (labels where present). Spacing, origin and direction are
   kept.
 * The processed h5 volumes of the SSL4MIS / WSL4MIS code bases: ``patientXXX_frameYY.h5`` with ``image`` (float32,
-  Z x H x W, normalised) and ``label`` (uint8); ``scribble`` is ignored. No spacing is stored: 1x1x1 unless
+  Z x H x W, normalised) and ``label`` (uint8); ``scribble`` is ignored. SSL4MIS keeps them in ``data/ACDC/data/``
+  (slices in ``data/slices/``), WSL4MIS in ``data/ACDC/ACDC_training_volumes/``. No spacing is stored: 1x1x1 unless
   ``--spacing`` is given.
 
 Splits: by default 5 folds over patients like nnU-Net's own Dataset027 (both frames of a patient in one fold);
@@ -31,15 +32,18 @@ from .common import (
     Geometry,
     H5VolumeJob,
     ImageLabelFilesJob,
+    Layout,
     add_spacing_argument,
     build_parser,
     check_header_shapes,
     check_published_cases,
     check_target,
     check_unique,
+    compare_training_set,
     execute_plan,
     first_existing,
     h5_keys_and_shapes,
+    no_layout_found,
     require_folder,
     run_cli,
     spacing_geometry,
@@ -62,6 +66,9 @@ TRANSUNET_VALIDATION_PATIENTS: tuple[str, ...] = tuple(
     f"patient{n}" for n in "019 021 029 033 041 050 061 071 076 080".split()
 )
 NUM_TRAINING_PATIENTS = 100
+TRAINING_PATIENTS: tuple[str, ...] = tuple(f"patient{n:03d}" for n in range(1, NUM_TRAINING_PATIENTS + 1))
+TESTING_PATIENTS: tuple[str, ...] = tuple(f"patient{n:03d}" for n in range(101, 151))
+CHALLENGE_REFERENCE = "ACDC challenge (training patient001-100, testing patient101-150)"
 
 FRAME_FILE = re.compile(r"(patient\d{3})_frame(\d{2})(_gt)?\.nii(?:\.gz)?")
 IGNORED_FILE = re.compile(r"patient\d{3}_4d\.nii(?:\.gz)?|Info\.cfg|.*\.(?:md|txt)")
@@ -115,6 +122,13 @@ def collect_challenge_folder(folder: Path, subset: str, labels_required: bool) -
     images: dict[str, list[Path]] = defaultdict(list)
     labels: dict[str, list[Path]] = defaultdict(list)
     for patient_dir in sorted(p for p in folder.iterdir() if p.is_dir()):
+        frames = sorted(p.name for p in patient_dir.iterdir() if (m := FRAME_FILE.fullmatch(p.name)) and not m.group(3))
+        if not frames:
+            raise ConversionError(f"{patient_dir}: no frames (expected {patient_dir.name}_frameYY.nii.gz)")
+        if len(frames) == 1:
+            raise ConversionError(
+                f"{patient_dir}: only one frame ({frames[0]}); ACDC has two per patient (end-diastole and end-systole)"
+            )
         for path in sorted(patient_dir.iterdir()):
             match = FRAME_FILE.fullmatch(path.name)
             if match is None:
@@ -161,7 +175,37 @@ def collect_h5_volumes(folder: Path, geometry: Geometry) -> list[H5VolumeJob]:
         jobs.append(H5VolumeJob(f"{match.group(1)}_frame{match.group(2)}", "Tr", path, MAX_LABEL, geometry))
     if not jobs:
         raise ConversionError(f"{folder}: no patientXXX_frameYY.h5 volumes")
+    frames: dict[str, list[H5VolumeJob]] = defaultdict(list)
+    for job in jobs:
+        frames[patient_of(job.case_id)].append(job)
+    for patient, patient_jobs in sorted(frames.items()):
+        if len(patient_jobs) == 1:
+            raise ConversionError(
+                f"{patient_jobs[0].path}: only one frame of {patient}; ACDC has two per patient (end-diastole and "
+                "end-systole)"
+            )
     return jobs
+
+
+def h5_volume_folder(folder: Path) -> Path | None:
+    """The folder of h5 volumes: ``folder`` itself, its ``ACDC_training_volumes/`` (WSL4MIS) or ``data/`` (SSL4MIS)."""
+    for candidate in (folder, folder / "ACDC_training_volumes", folder / "data"):
+        if candidate.is_dir() and any(H5_VOLUME.fullmatch(p.name) for p in candidate.iterdir()):
+            return candidate
+    return None
+
+
+LAYOUTS = (
+    Layout("the challenge release: training/ (or database/training/)", lambda f: _challenge_training(f) is not None),
+    Layout(
+        "SSL4MIS/WSL4MIS h5 volumes: patientXXX_frameYY.h5 in the folder, in ACDC_training_volumes/ or in data/",
+        lambda f: h5_volume_folder(f) is not None,
+    ),
+)
+
+
+def _challenge_training(folder: Path) -> Path | None:
+    return first_existing(folder, ("training", "database/training"))
 
 
 def apply_transunet_split(jobs: list[CaseJob], source: Path) -> list[CaseJob]:
@@ -187,7 +231,9 @@ def plan_acdc(source: Path, split: str = "nnunet", spacing: Sequence[float] | No
     if split not in SPLITS:
         raise ConversionError(f"--split must be one of {list(SPLITS)}, got {split!r}")
     require_folder(source, "the ACDC release")
-    training = first_existing(source, ("training", "database/training"))
+    training = _challenge_training(source)
+    warnings: list[str] = []
+    extra: dict[str, object] = {}
     if training is not None:
         if spacing is not None:
             raise ConversionError(f"{source}: --spacing is only for the h5 layout; the challenge files carry spacing")
@@ -195,13 +241,26 @@ def plan_acdc(source: Path, split: str = "nnunet", spacing: Sequence[float] | No
         testing = first_existing(training.parent, ("testing",))
         layout, spacing_note = "challenge", "spacing, origin and direction from the release"
         if split == "nnunet" and testing is not None:
-            jobs += collect_challenge_folder(testing, "Ts", labels_required=False)
+            test_jobs = collect_challenge_folder(testing, "Ts", labels_required=False)
+            jobs += test_jobs
+            extra["test_set"], test_warnings = compare_training_set(
+                TESTING_PATIENTS, {patient_of(j.case_id) for j in test_jobs}, "ACDC testing patients",
+                CHALLENGE_REFERENCE, testing,
+            )
+            warnings += test_warnings
         elif testing is not None:
             spacing_note += (
                 "; the challenge's testing/ patients are not part of the TransUNet protocol and are left out"
             )
     else:
-        folder = first_existing(source, ("ACDC_training_volumes",)) or source
+        folder = h5_volume_folder(source)
+        if folder is None:
+            for path in source.iterdir():
+                if H5_SLICE.fullmatch(path.name):
+                    raise ConversionError(
+                        f"{path}: a 2D slice file; pass the folder of whole volumes (ACDC_training_volumes) instead"
+                    )
+            raise no_layout_found(source, "ACDC", LAYOUTS)
         jobs = list(collect_h5_volumes(folder, spacing_geometry(spacing)))
         layout = "h5"
         spacing_note = (
@@ -213,6 +272,11 @@ def plan_acdc(source: Path, split: str = "nnunet", spacing: Sequence[float] | No
     for job in jobs:
         origin[job.case_id].append(job.image_path if isinstance(job, ImageLabelFilesJob) else job.path)
     check_unique([j.case_id for j in jobs], origin)
+    extra["training_set"], training_warnings = compare_training_set(
+        TRAINING_PATIENTS, {patient_of(j.case_id) for j in jobs if j.subset == "Tr"}, "ACDC training patients",
+        CHALLENGE_REFERENCE, source,
+    )
+    warnings += training_warnings
     if split == "transunet":
         jobs = apply_transunet_split(jobs, source)
     training_ids = sorted(j.case_id for j in jobs if j.subset == "Tr")
@@ -231,7 +295,8 @@ def plan_acdc(source: Path, split: str = "nnunet", spacing: Sequence[float] | No
         description=f"ACDC cine-MRI ({layout} layout); {spacing_note}; {split_note}. {MRI_NOTE}",
         source=source,
         reference="https://www.creatis.insa-lyon.fr/Challenge/acdc/",
-        extra_json={"source_layout": layout, "split": split, "spacing_from_release": layout == "challenge"},
+        extra_json={"source_layout": layout, "split": split, "spacing_from_release": layout == "challenge", **extra},
+        warnings=warnings,
     )
 
 

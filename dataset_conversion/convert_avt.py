@@ -2,9 +2,11 @@
 
 Two source layouts, detected from the folder given with ``-i``:
 
-* The figshare release: ``KiTS/K1/K1.nrrd`` + ``K1.seg.nrrd``, ``Rider/R1 (AD)/...``, ``Dongyang/D1/...`` (56 cases):
-  one folder per case holding one image and one ``.seg.nrrd``. Any non-zero mask voxel becomes aorta (1); spacing,
-  origin and direction are kept.
+* The figshare release: ``KiTS/K1/K1.nrrd`` + ``K1.seg.nrrd``, ``Rider/R1 (AD)/R1.nrrd`` + ``R1.seg.nrrd``,
+  ``Dongyang/D1/...`` (56 cases): the three collection folders, in each one folder per case holding one image and
+  one ``.seg.nrrd``; nothing else under ``-i`` is a case. Any non-zero mask voxel becomes aorta (1); a mask saved on a
+  cropped sub-grid is placed on the image grid; spacing, origin and direction are kept. Images stored as HU + 1024
+  (reported for KiTS and Rider) are detected per case by their air value and corrected (``--hu-shift``).
 * The 2D layout of the papers (ParaTransCNN): ``train/<case>_slice_<n>.npz`` (``image``, ``label``; only slices that
   contain aorta, so slice numbers have gaps) and ``test_vol_h5/<case>.h5`` (``image``, ``label``, ``origin``,
   ``direction``, ``xyz_thickness``). Training slices are stacked in slice-number order without filling the gaps
@@ -22,6 +24,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -31,6 +34,7 @@ from .common import (
     ConversionPlan,
     Geometry,
     ImageLabelFilesJob,
+    Layout,
     SliceStackJob,
     add_spacing_argument,
     build_parser,
@@ -42,10 +46,12 @@ from .common import (
     check_unique,
     check_volume,
     checked_labels,
+    compare_training_set,
     execute_plan,
     first_existing,
     five_fold_splits,
     h5_keys_and_shapes,
+    no_layout_found,
     npz_keys,
     read_h5,
     require_folder,
@@ -65,6 +71,33 @@ TEST_CASES: tuple[str, ...] = (
     "K20", "D18", "K9",
 )  # fmt: skip
 NUM_CASES = 56
+#: The release's case names: the collection folder, and how its case folders are named.
+COLLECTIONS: dict[str, str] = {"KiTS": "K", "Rider": "R", "Dongyang": "D"}
+CASE_FOLDER = re.compile(r"([KRD])\d+(?: \([A-Za-z]+\))?")
+RIDER_DIAGNOSES = {1: " (AD)", 2: " (AD)", 5: " (AD)", 6: " (AAA)", 7: " (AD)", 8: " (AD)"}
+ALL_CASES: tuple[str, ...] = (
+    *(f"D{n}" for n in range(1, 19)),
+    *(f"K{n}" for n in range(1, 21)),
+    *(f"R{n}{RIDER_DIAGNOSES.get(n, '')}" for n in range(1, 19)),
+)
+#: ParaTransCNN's 38 training cases: the release's 56 less its test list (lists_AVT/train.txt names their slices).
+TRAINING_CASES: tuple[str, ...] = tuple(c for c in ALL_CASES if c not in TEST_CASES)
+TRAINING_REFERENCE = "ParaTransCNN training cases (lists_AVT/train.txt)"
+HU_SHIFT_MODES = ("auto", "none")
+#: Stored value = HU + 1024 in the shifted scans, so air (about -1000 HU) is stored as about 0.
+HU_OFFSET = 1024
+AIR_HU_MAX = -800.0
+AIR_SHIFTED_RANGE = (-60.0, 120.0)
+HU_SHIFT_RULE = (
+    "per case, the air/background level (lowest 20-unit intensity bin holding at least 1% of the voxels, after "
+    f"dropping a constant fill outside the field of view): <= {AIR_HU_MAX:g} is Hounsfield units, kept as stored; "
+    f"{AIR_SHIFTED_RANGE[0]:g}..{AIR_SHIFTED_RANGE[1]:g} is HU + {HU_OFFSET}, so {HU_OFFSET} is subtracted; anything "
+    "else is refused"
+)
+HU_SHIFT_SOURCE = (
+    "AortaExplorer's notes on AVT (github.com/RasmusRPaulsen/AortaExplorer, AO-AVT.MD) report that the KiTS and Rider "
+    "scans 'seem to be shifted with an offset of 1024'; the dataset's own description does not say so"
+)
 TRAIN_SLICE = re.compile(r"(.+)_slice_(\d+)\.npz")
 TEST_VOLUME_KEYS = ("image", "label", "origin", "direction", "xyz_thickness")
 TRAIN_FOLDERS = ("train", "train_npz")
@@ -94,7 +127,12 @@ class GeometryH5VolumeJob(CaseJob):
 
 
 def stored_geometry(arrays: dict[str, np.ndarray], path: Path) -> Geometry:
-    """Geometry from ``xyz_thickness`` (3 spacings), ``origin`` (3) and ``direction`` (9, or 3x3)."""
+    """Geometry from ``xyz_thickness`` (3 spacings), ``origin`` (3) and ``direction`` (9, or 3x3).
+
+    Raises:
+        ConversionError: On wrong counts, non-positive or non-finite values, or a direction that is not a rotation
+            (singular, or axes not orthonormal): NIfTI cannot store such a volume.
+    """
     spacing = np.asarray(arrays["xyz_thickness"], dtype=float).ravel()
     origin = np.asarray(arrays["origin"], dtype=float).ravel()
     direction = np.asarray(arrays["direction"], dtype=float).ravel()
@@ -103,35 +141,155 @@ def stored_geometry(arrays: dict[str, np.ndarray], path: Path) -> Geometry:
             f"{path}: need 3 positive xyz_thickness, 3 origin and 9 direction values, got {spacing.tolist()}, "
             f"{origin.tolist()}, {direction.tolist()}"
         )
+    if not (np.isfinite(spacing).all() and np.isfinite(origin).all() and np.isfinite(direction).all()):
+        raise ConversionError(f"{path}: geometry holds NaN/inf: {spacing.tolist()}, {origin.tolist()}, "
+                              f"{direction.tolist()}")
+    matrix = direction.reshape(3, 3)
+    if abs(np.linalg.det(matrix)) < 1e-6:
+        raise ConversionError(f"{path}: direction {direction.tolist()} is singular (determinant 0): not a rotation")
+    if not np.allclose(matrix @ matrix.T, np.eye(3), atol=1e-3):
+        raise ConversionError(f"{path}: direction {direction.tolist()} is not orthonormal: not a rotation")
     return Geometry(tuple(spacing.tolist()), tuple(origin.tolist()), tuple(direction.tolist()))
 
 
-def collect_figshare(source: Path) -> tuple[list[ImageLabelFilesJob], dict[str, str]]:
-    """One job per case folder holding one ``X.nrrd`` and one ``Y.seg.nrrd``; returns the jobs and ID -> name."""
-    nrrd_by_folder: dict[Path, list[Path]] = defaultdict(list)
-    for path in sorted(source.rglob("*.nrrd")):
-        nrrd_by_folder[path.parent].append(path)
-    if not nrrd_by_folder:
-        raise ConversionError(f"{source}: no .nrrd files (expected e.g. KiTS/K1/K1.nrrd and K1.seg.nrrd)")
-    jobs, names, origin = [], {}, defaultdict(list)
-    for folder, paths in sorted(nrrd_by_folder.items()):
-        segs = [p for p in paths if p.name.endswith(".seg.nrrd")]
-        images = [p for p in paths if not p.name.endswith(".seg.nrrd")]
-        if len(segs) != 1 or len(images) != 1:
+def air_value(image: np.ndarray) -> float:
+    """The air/background level of a CT: the lowest 20-unit intensity bin in -2000..2000 holding >= 1% of the voxels.
+
+    A constant that fills >= 1% of the voxels at the very bottom (the scanner's fill outside the field of view) is
+    not air and is dropped first. NaN when no bin qualifies.
+    """
+    values = image.ravel()
+    if values.size > 2_000_000:
+        values = values[:: values.size // 2_000_000]
+    values = values.astype(np.float64)
+    lowest = values.min()
+    fill = values == lowest
+    if np.count_nonzero(fill) >= 0.01 * values.size and not fill.all():
+        values = values[~fill]
+    counts, edges = np.histogram(values, bins=np.arange(-2000.0, 2000.0 + 20.0, 20.0))
+    enough = np.flatnonzero(counts >= max(2.0, 0.01 * values.size))
+    return float((edges[enough[0]] + edges[enough[0] + 1]) / 2) if enough.size else float("nan")
+
+
+def is_hounsfield(air: float) -> bool:
+    return air <= AIR_HU_MAX
+
+
+def is_shifted(air: float) -> bool:
+    return AIR_SHIFTED_RANGE[0] <= air <= AIR_SHIFTED_RANGE[1]
+
+
+def subtract_offset(image: np.ndarray) -> np.ndarray:
+    """``image - 1024`` in the image's own dtype where the values fit (int16 for unsigned images), else wider."""
+    if not np.issubdtype(image.dtype, np.integer):
+        return (image - HU_OFFSET).astype(image.dtype)
+    shifted = image.astype(np.int64) - HU_OFFSET
+    for dtype in (image.dtype, np.int16, np.int32):
+        info = np.iinfo(dtype)
+        if info.min <= shifted.min() and shifted.max() <= info.max:
+            return shifted.astype(dtype)
+    return shifted
+
+
+@dataclass(frozen=True)
+class FigshareCaseJob(ImageLabelFilesJob):
+    """A case of the figshare release; its intensity scale is checked (and corrected) by its air value."""
+
+    hu_shift: str = "auto"
+
+    def adjust_image(self, image: np.ndarray) -> tuple[np.ndarray, dict[str, Any] | None]:
+        air = air_value(image)
+        subtract = self.hu_shift == "auto" and is_shifted(air)
+        if self.hu_shift == "auto" and not (subtract or is_hounsfield(air)):
             raise ConversionError(
-                f"{folder}: a case folder needs one image .nrrd and one .seg.nrrd, found {[p.name for p in paths]}"
+                f"{self.image_path}: cannot tell whether this CT is in Hounsfield units (air about -1000) or stored "
+                f"as HU + {HU_OFFSET} (air about 0): its air/background level is {air:g}. Check the scan; "
+                "pass --hu-shift none to convert every case as stored"
             )
-        case_id = safe_case_id(folder.name)
-        if not case_id:
-            raise ConversionError(f"{folder}: cannot derive a case ID from the folder name")
-        check_header_shapes(images[0], segs[0])
-        origin[case_id].append(folder)
-        names[case_id] = folder.name
-        subset = "Ts" if folder.name in TEST_CASES else "Tr"
-        jobs.append(ImageLabelFilesJob(case_id, subset, images[0], segs[0], binarise=True))
+        notes = {"case_intensity": {"air_value": air, "subtracted": HU_OFFSET if subtract else 0}}
+        return (subtract_offset(image) if subtract else image), notes
+
+
+def mixed_scales(notes: dict[str, dict[str, Any]]) -> list[str]:
+    """With ``--hu-shift none``: a warning when some cases look like HU and others like HU + 1024."""
+    intensity = notes.get("case_intensity", {})
+    shifted = sorted(c for c, n in intensity.items() if n["subtracted"] == 0 and is_shifted(n["air_value"]))
+    hounsfield = sorted(c for c, n in intensity.items() if is_hounsfield(n["air_value"]))
+    if shifted and hounsfield:
+        return [
+            f"the images hold two intensity scales: {shifted} have air at about 0 (HU + {HU_OFFSET}), "
+            f"{len(hounsfield)} others at about -1000 (HU); nnU-Net's CT normalisation uses one global scale for all. "
+            "--hu-shift auto would subtract 1024 from the first"
+        ]
+    return []
+
+
+def collection_folders(source: Path) -> dict[str, Path]:
+    """The release's collection folders under ``source`` (names matched case-insensitively).
+
+    A collection unzipped into a folder of its own name (``KiTS/KiTS/K1``) is found one level down.
+    """
+    found: dict[str, Path] = {}
+    for entry in sorted(source.iterdir()) if source.is_dir() else []:
+        for name in COLLECTIONS:
+            if entry.is_dir() and entry.name.lower() == name.lower():
+                if name in found:
+                    raise ConversionError(f"{source}: duplicate collection folders {[str(found[name]), str(entry)]}")
+                inner = [p for p in entry.iterdir() if p.is_dir()]
+                nested = len(inner) == 1 and inner[0].name.lower() == name.lower()
+                found[name] = inner[0] if nested else entry
+    return found
+
+
+def collect_figshare(
+    source: Path, hu_shift: str = "auto"
+) -> tuple[list[ImageLabelFilesJob], dict[str, str], list[str]]:
+    """One job per case folder of the collection folders, each holding one ``X.nrrd`` and one ``Y.seg.nrrd``.
+
+    Returns:
+        The jobs, case ID -> release name, and the folders that were passed over (not collections, not cases).
+    """
+    collections = collection_folders(source)
+    outer = {c.parent for c in collections.values()} | set(collections.values())
+    ignored = [str(p) for p in sorted(source.iterdir()) if p.is_dir() and p not in outer]
+    jobs, names, origin = [], {}, defaultdict(list)
+    for collection, folder in sorted(collections.items()):
+        for case_folder in sorted(p for p in folder.iterdir() if p.is_dir()):
+            match = CASE_FOLDER.fullmatch(case_folder.name)
+            if match is None or match.group(1) != COLLECTIONS[collection]:
+                ignored.append(str(case_folder))
+                continue
+            paths = sorted(p for p in case_folder.iterdir() if p.is_file() and p.name.endswith(".nrrd"))
+            segs = [p for p in paths if p.name.endswith(".seg.nrrd")]
+            images = [p for p in paths if not p.name.endswith(".seg.nrrd")]
+            if len(segs) != 1 or len(images) != 1:
+                raise ConversionError(
+                    f"{case_folder}: a case folder needs one image .nrrd and one .seg.nrrd, found "
+                    f"{[p.name for p in paths]}"
+                )
+            case_id = safe_case_id(case_folder.name)
+            check_header_shapes(images[0], segs[0], allow_subgrid=True)
+            origin[case_id].append(case_folder)
+            names[case_id] = case_folder.name
+            subset = "Ts" if case_folder.name in TEST_CASES else "Tr"
+            jobs.append(FigshareCaseJob(case_id, subset, images[0], segs[0], binarise=True, hu_shift=hu_shift))
+    if not jobs:
+        raise ConversionError(f"{source}: no case folders in {sorted(str(f) for f in collections.values())}")
     check_unique([j.case_id for j in jobs], origin)
     check_published_cases(TEST_CASES, [names[j.case_id] for j in jobs], "ParaTransCNN test cases", source)
-    return jobs, names
+    return jobs, names, ignored
+
+
+LAYOUTS = (
+    Layout(
+        "the figshare release: its collection folders KiTS/, Rider/, Dongyang/ (each with case folders K1/, ...)",
+        lambda f: bool(collection_folders(f)),
+    ),
+    Layout(
+        "the papers' 2D layout: train/ (or train_npz/) with test_vol_h5/ (or test_vol/)",
+        lambda f: first_existing(f, TRAIN_FOLDERS) is not None and first_existing(f, TEST_FOLDERS) is not None,
+    ),
+)
 
 
 def collect_2d_layout(
@@ -186,15 +344,22 @@ def collect_2d_layout(
     return jobs, names, slice_numbers
 
 
-def plan_avt(source: Path, spacing: Sequence[float] | None = None) -> ConversionPlan:
+def plan_avt(source: Path, spacing: Sequence[float] | None = None, hu_shift: str = "auto") -> ConversionPlan:
     """Detect the layout of ``source`` and collect its cases, split and metadata.
+
+    Args:
+        hu_shift: Figshare layout: ``auto`` detects HU + 1024 images per case and subtracts 1024 (refusing a case
+            that fits neither scale); ``none`` converts every image as stored (and warns about mixed scales).
 
     Raises:
         ConversionError: If neither layout is found or the source fails a structural check.
     """
+    if hu_shift not in HU_SHIFT_MODES:
+        raise ConversionError(f"--hu-shift must be one of {list(HU_SHIFT_MODES)}, got {hu_shift!r}")
     require_folder(source, "the AVT release")
     train_folder, test_folder = first_existing(source, TRAIN_FOLDERS), first_existing(source, TEST_FOLDERS)
     extra_json: dict[str, object]
+    check_notes = None
     if train_folder is not None or test_folder is not None:
         if train_folder is None or test_folder is None:
             raise ConversionError(
@@ -213,16 +378,33 @@ def plan_avt(source: Path, spacing: Sequence[float] | None = None) -> Conversion
             f"test volumes with their stored origin, direction and spacing. {CT_NOTE}"
         )
         extra_json = {"source_layout": "2d", "training_slice_numbers": slice_numbers}
-    else:
+    elif collection_folders(source):
         if spacing is not None:
             raise ConversionError(f"{source}: --spacing is only for the 2D layout; the figshare files carry spacing")
-        jobs, names = collect_figshare(source)
+        jobs, names, ignored = collect_figshare(source, hu_shift)
+        if ignored:
+            print(f"note: not part of the AVT release, passed over: {ignored}")
+        shift_note = (
+            f"images stored as HU + {HU_OFFSET} were detected per case by their air value and {HU_OFFSET} subtracted "
+            "(dataset.json's case_intensity lists each case)"
+            if hu_shift == "auto"
+            else "images converted as stored (--hu-shift none)"
+        )
         description = (
             "AVT aorta CTA from the figshare release (KiTS, Rider, Dongyang): any non-zero mask voxel is aorta; "
-            f"spacing, origin and direction from the release. {CT_NOTE}"
+            f"spacing, origin and direction from the release; {shift_note}. {CT_NOTE}"
         )
-        extra_json = {"source_layout": "figshare"}
+        extra_json = {
+            "source_layout": "figshare",
+            "hu_shift": {"mode": hu_shift, "rule": HU_SHIFT_RULE, "source": HU_SHIFT_SOURCE},
+        }
+        check_notes = mixed_scales if hu_shift == "none" else None
+    else:
+        raise no_layout_found(source, "AVT", LAYOUTS)
     training_ids = sorted(j.case_id for j in jobs if j.subset == "Tr")
+    training_set, warnings = compare_training_set(
+        TRAINING_CASES, [names[c] for c in training_ids], "ParaTransCNN training cases", TRAINING_REFERENCE, source
+    )
     return ConversionPlan(
         jobs=list(jobs),
         channel_names={0: "CT"},
@@ -231,7 +413,9 @@ def plan_avt(source: Path, spacing: Sequence[float] | None = None) -> Conversion
         description=f"{description} Split: ParaTransCNN's 18 test cases in imagesTs/labelsTs, 5 folds over the rest.",
         source=source,
         reference="https://doi.org/10.6084/m9.figshare.14806362",
-        extra_json={**extra_json, "original_case_names": dict(sorted(names.items()))},
+        extra_json={**extra_json, "original_case_names": dict(sorted(names.items())), "training_set": training_set},
+        warnings=warnings,
+        check_notes=check_notes,
     )
 
 
@@ -242,6 +426,7 @@ def convert_avt(
     spacing: Sequence[float] | None = None,
     num_processes: int = 1,
     overwrite: bool = False,
+    hu_shift: str = "auto",
 ) -> Path:
     """Convert an AVT release into ``$nnUNet_raw/DatasetXXX_Name`` and write ParaTransCNN's split.
 
@@ -249,7 +434,7 @@ def convert_avt(
         The dataset folder.
     """
     check_target(dataset_id, name, overwrite, Path(source))
-    plan = plan_avt(Path(source), spacing)
+    plan = plan_avt(Path(source), spacing, hu_shift)
     return execute_plan(plan, dataset_id, name, num_processes, overwrite)
 
 
@@ -262,7 +447,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         DEFAULT_NAME,
     )
     add_spacing_argument(parser, "the 2D layout's training slices")
+    parser.add_argument(
+        "--hu-shift",
+        choices=HU_SHIFT_MODES,
+        default="auto",
+        help="figshare release: 'auto' (default) measures each image's air value; air about 0 means the image is "
+        f"stored as HU + {HU_OFFSET} (reported for KiTS and Rider) and {HU_OFFSET} is subtracted, air about -1000 "
+        "means HU, kept; anything else stops the conversion. 'none' converts every image as stored",
+    )
     args = parser.parse_args(argv)
     return run_cli(
-        lambda: convert_avt(args.input, args.dataset_id, args.name, args.spacing, args.num_processes, args.overwrite)
+        lambda: convert_avt(
+            args.input, args.dataset_id, args.name, args.spacing, args.num_processes, args.overwrite, args.hu_shift
+        )
     )

@@ -27,19 +27,23 @@ from .common import (
     ConversionPlan,
     Geometry,
     H5VolumeJob,
+    Layout,
     SliceStackJob,
     add_spacing_argument,
     build_parser,
+    check_finite,
     check_header_shapes,
     check_published_cases,
     check_target,
     check_unique,
     checked_labels,
+    compare_training_set,
     execute_plan,
     first_existing,
     five_fold_splits,
     h5_keys_and_shapes,
     label_on_image_grid,
+    no_layout_found,
     npz_keys,
     read_image,
     require_folder,
@@ -55,6 +59,12 @@ DEFAULT_NAME = "Synapse"
 TEST_CASES: tuple[str, ...] = tuple(
     f"case{n}" for n in "0001 0002 0003 0004 0008 0022 0025 0029 0032 0035 0036 0038".split()
 )
+#: TransUNet's 18 training cases (lists_Synapse/train.txt names their slices).
+TRAINING_CASES: tuple[str, ...] = tuple(
+    f"case{n}"
+    for n in "0005 0006 0007 0009 0010 0021 0023 0024 0026 0027 0028 0030 0031 0033 0034 0037 0039 0040".split()
+)
+TRAINING_REFERENCE = "TransUNet training cases (lists_Synapse/train.txt)"
 LABELS: dict[str, int] = {
     "background": 0,
     "aorta": 1,
@@ -102,9 +112,10 @@ class BtcvJob(CaseJob):
     def convert(self, output_folder: Path) -> None:
         """Read image and label, map the label to TransUNet's 8 organs, write both with the image geometry."""
         image = read_image(self.image_path)
-        label = label_on_image_grid(read_image(self.label_path), image, self.label_path, self.image_path)
         image_array = sitk.GetArrayFromImage(image)
-        label_array = checked_labels(sitk.GetArrayFromImage(label), BTCV_MAX_LABEL, self.label_path)
+        check_finite(image_array, self.image_path)
+        label = label_on_image_grid(read_image(self.label_path), image, self.label_path, self.image_path)
+        label_array = checked_labels(label, BTCV_MAX_LABEL, self.label_path)
         write_case(output_folder, self, image_array, btcv_lookup_table()[label_array], Geometry.of_image(image))
 
 
@@ -198,6 +209,23 @@ def collect_btcv(training: Path) -> list[BtcvJob]:
     return jobs
 
 
+BTCV_FOLDERS = ("Training", "RawData/Training")
+LAYOUTS = (
+    Layout(
+        "TransUNet's release: train_npz/ (or train/) with test_vol_h5/ (or test_vol/)",
+        lambda f: first_existing(f, TRAIN_FOLDERS) is not None and first_existing(f, TEST_FOLDERS) is not None,
+    ),
+    Layout(
+        "the raw BTCV release: Training/img and Training/label (or under RawData/)",
+        lambda f: first_existing(f, BTCV_FOLDERS) is not None,
+    ),
+)
+
+
+def _training_set(train_ids: Sequence[str], source: Path) -> tuple[dict[str, object], list[str]]:
+    return compare_training_set(TRAINING_CASES, train_ids, "TransUNet training cases", TRAINING_REFERENCE, source)
+
+
 def plan_synapse(source: Path, spacing: Sequence[float] | None = None) -> ConversionPlan:
     """Detect the layout of ``source`` and collect its cases, split and metadata.
 
@@ -206,7 +234,7 @@ def plan_synapse(source: Path, spacing: Sequence[float] | None = None) -> Conver
     """
     require_folder(source, "the Synapse release")
     train_folder, test_folder = first_existing(source, TRAIN_FOLDERS), first_existing(source, TEST_FOLDERS)
-    btcv_training = first_existing(source, ("Training", "RawData/Training"))
+    btcv_training = first_existing(source, BTCV_FOLDERS)
     if train_folder is not None or test_folder is not None:
         if train_folder is None or test_folder is None:
             raise ConversionError(
@@ -218,6 +246,7 @@ def plan_synapse(source: Path, spacing: Sequence[float] | None = None) -> Conver
         test_jobs = collect_transunet_test(test_folder, geometry)
         train_ids, test_ids = [j.case_id for j in train_jobs], [j.case_id for j in test_jobs]
         check_transunet_split(train_ids, test_ids, source)
+        training_set, warnings = _training_set(train_ids, source)
         spacing_note = (
             f"voxel spacing {list(geometry.spacing)} (x, y, z) given on the command line"
             if spacing is not None
@@ -232,7 +261,8 @@ def plan_synapse(source: Path, spacing: Sequence[float] | None = None) -> Conver
             f"slice order, test volumes as stored); {spacing_note}. {CT_NOTE}",
             source=source,
             reference="https://github.com/Beckschen/TransUNet",
-            extra_json={"source_layout": "transunet", "spacing_from_release": False},
+            extra_json={"source_layout": "transunet", "spacing_from_release": False, "training_set": training_set},
+            warnings=warnings,
         )
     if btcv_training is not None:
         if spacing is not None:
@@ -241,6 +271,7 @@ def plan_synapse(source: Path, spacing: Sequence[float] | None = None) -> Conver
         ids = [j.case_id for j in jobs]
         check_published_cases(TEST_CASES, ids, "TransUNet test cases", btcv_training)
         train_ids = [j.case_id for j in jobs if j.subset == "Tr"]
+        training_set, warnings = _training_set(train_ids, btcv_training)
         return ConversionPlan(
             jobs=jobs,
             channel_names={0: "CT"},
@@ -251,12 +282,10 @@ def plan_synapse(source: Path, spacing: Sequence[float] | None = None) -> Conver
             f"direction from the release; TransUNet's test cases in imagesTs/labelsTs. {CT_NOTE}",
             source=source,
             reference="https://www.synapse.org/#!Synapse:syn3193805",
-            extra_json={"source_layout": "btcv", "spacing_from_release": True},
+            extra_json={"source_layout": "btcv", "spacing_from_release": True, "training_set": training_set},
+            warnings=warnings,
         )
-    raise ConversionError(
-        f"{source}: no Synapse layout found: expected train_npz/ + test_vol_h5/ (TransUNet's release) or "
-        "Training/img + Training/label (raw BTCV release)"
-    )
+    raise no_layout_found(source, "Synapse", LAYOUTS)
 
 
 def convert_synapse(

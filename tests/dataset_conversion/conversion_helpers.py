@@ -9,8 +9,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -83,7 +84,10 @@ def assert_refused(convert: Callable[[], object], source: Path, names: str, says
     before = tree_digest(source) if source.exists() else {}
     with pytest.raises(ConversionError) as error:
         convert()
-    assert names in str(error.value) and says in str(error.value), str(error.value)
+    message = str(error.value)
+    # pytest's temporary folder is named after the test id ("..._direction_mismatch0"): look for the words elsewhere
+    words = message.replace(str(source.parent), "<tmp>")
+    assert names in message and says in words, message
     assert_nothing_written(dirs)
     assert (tree_digest(source) if source.exists() else {}) == before
 
@@ -98,11 +102,32 @@ def case_ids(folder: Path, channel_suffix: str = "") -> list[str]:
     return sorted(p.name[: -len(ending)] for p in folder.glob(f"*{ending}"))
 
 
-def run_console(name: str, args: list[str], dirs: NnunetDirs) -> subprocess.CompletedProcess[str]:
-    """Run an installed console script with the test's nnU-Net folders."""
+def run_console(
+    name: str, args: list[str], dirs: NnunetDirs, prefix: Sequence[str] = ()
+) -> subprocess.CompletedProcess[str]:
+    """Run an installed console script with the test's nnU-Net folders (``prefix``: a wrapper command)."""
     return subprocess.run(
-        [*console_script(name), *args], env=dirs.env(), capture_output=True, text=True, timeout=600, check=False
+        [*prefix, *console_script(name), *args], env=dirs.env(), capture_output=True, text=True, timeout=600,
+        check=False,
     )
+
+
+def permissions_bind() -> list[str]:
+    """Command prefix under which file permissions bind, so a test can make a folder read-only.
+
+    root ignores permission bits (CAP_DAC_OVERRIDE); ``setpriv`` runs the command as root without capabilities.
+    """
+    if os.geteuid() != 0:
+        return []
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        pytest.fail("tests run as root and setpriv (util-linux) is missing: read-only folders cannot be tested")
+    return [setpriv, "--inh-caps=-all", "--bounding-set=-all"]
+
+
+def hidden_entries(dirs: NnunetDirs) -> list[str]:
+    """Hidden files and folders the converters may have left in nnUNet_raw or nnUNet_preprocessed."""
+    return sorted(str(p) for root in (dirs.raw, dirs.preprocessed) for p in root.iterdir() if p.name.startswith("."))
 
 
 def verify_with_nnunet(dataset_id: int, dirs: NnunetDirs, preprocess: bool = True) -> subprocess.CompletedProcess[str]:

@@ -227,7 +227,7 @@ def _truncate(path: Path) -> None:
 H5_LAST = "ACDC_training_volumes/patient006_frame11.h5"
 H5_BAD_INPUTS: list[tuple[str, Callable[[Path], None], str, str]] = [
     ("missing_folder", lambda r: shutil.rmtree(r), "ACDC", "missing folder"),
-    ("no_volumes", lambda r: shutil.rmtree(r / "ACDC_training_volumes") or (r / "x").mkdir(), "ACDC", "no patientXXX"),
+    ("no_volumes", lambda r: shutil.rmtree(r / "ACDC_training_volumes") or (r / "x").mkdir(), "ACDC", "no ACDC layout"),
     ("truncated", lambda r: _truncate(r / H5_LAST), H5_LAST, "cannot read"),
     (
         "missing_key",
@@ -258,6 +258,13 @@ H5_BAD_INPUTS: list[tuple[str, Callable[[Path], None], str, str]] = [
         lambda r: shutil.copy(r / H5_LAST, r / "ACDC_training_volumes/patient006_frame11_slice_1.h5"),
         "slice_1.h5",
         "ACDC_training_volumes",
+    ),
+    ("one_frame", lambda r: (r / H5_LAST).unlink(), "patient006_frame01.h5", "one frame"),
+    (
+        "inf_image",
+        lambda r: write_h5_volume(r / H5_LAST, np.full((2, 8, 8), -np.inf, np.float32), np.zeros((2, 8, 8), np.uint8)),
+        H5_LAST,
+        "NaN/inf",
     ),
 ]
 
@@ -305,6 +312,30 @@ CHALLENGE_BAD_INPUTS: list[tuple[str, Callable[[Path], None], str, str]] = [
         f"{CHALLENGE_LAST}_gt",
         "out of range",
     ),
+    (
+        "nan_image",
+        lambda r: write_nifti(np.full((3, 8, 10), np.nan, np.float32), r / f"{CHALLENGE_LAST}.nii.gz"),
+        f"{CHALLENGE_LAST}.nii.gz",
+        "NaN",
+    ),
+    (
+        "inf_image",
+        lambda r: write_nifti(np.full((3, 8, 10), np.inf, np.float32), r / f"{CHALLENGE_LAST}.nii.gz"),
+        f"{CHALLENGE_LAST}.nii.gz",
+        "NaN/inf",
+    ),
+    (
+        "empty_patient_folder",
+        lambda r: [p.unlink() for p in (r / "training/patient006").glob("*.nii.gz")],
+        "training/patient006",
+        "no frames",
+    ),
+    (
+        "one_frame",
+        lambda r: [p.unlink() for p in (r / "training/patient006").glob("patient006_frame12*")],
+        "training/patient006",
+        "one frame",
+    ),
 ]
 
 
@@ -321,3 +352,52 @@ def test_challenge_bad_input(
     source = make_challenge_replica(tmp_path / "ACDC")
     break_release(source)
     assert_refused(lambda: convert_acdc(source, 802), source, names, says, conversion_nnunet_dirs)
+
+
+def make_ssl4mis_replica(root: Path, patients: range) -> Path:
+    """SSL4MIS layout (its dataloaders read ``data/ACDC/data/{case}.h5`` and ``data/ACDC/data/slices/{slice}.h5``)."""
+    volumes = root / "data"
+    (volumes / "slices").mkdir(parents=True)
+    for n in patients:
+        for frame in (1, 10 + n % 5):
+            case_id = f"patient{n:03d}_frame{frame:02d}"
+            write_h5_volume(volumes / f"{case_id}.h5", *replica_arrays(case_id), scribble=False)
+            write_h5_volume(volumes / "slices" / f"{case_id}_slice_1.h5", *replica_arrays(case_id, 1), scribble=False)
+    return root
+
+
+@pytest.mark.parametrize("level", ["ACDC", "ACDC/data"])
+def test_ssl4mis_layout(tmp_path: Path, conversion_nnunet_dirs: NnunetDirs, level: str) -> None:
+    make_ssl4mis_replica(tmp_path / "ACDC", range(1, 7))
+    out = convert_acdc(tmp_path / level, 802)
+    expected = sorted(f"patient{n:03d}_frame{f:02d}" for n in range(1, 7) for f in (1, 10 + n % 5))
+    assert case_ids(out / "imagesTr", "_0000") == case_ids(out / "labelsTr") == expected
+    image, label = replica_arrays("patient003_frame13")
+    assert_exact(out / "imagesTr" / "patient003_frame13_0000.nii.gz", image)
+    assert_exact(out / "labelsTr" / "patient003_frame13.nii.gz", label)
+
+
+def test_partial_training_set_is_reported_and_recorded(
+    tmp_path: Path, conversion_nnunet_dirs: NnunetDirs, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = convert_real_acdc_sample(tmp_path)
+    missing = [f"patient{n:03d}" for n in range(1, 101) if n not in (1, 4, 5, 6)]
+    said = capsys.readouterr().err
+    assert "96 of the 100 ACDC training patients are missing" in said and "patient002" in said
+    dataset = load_json(out / "dataset.json")
+    assert dataset["training_cases"] == REAL_SAMPLE_CASES
+    assert dataset["training_set"]["missing"] == missing and dataset["training_set"]["complete"] is False
+
+
+@pytest.mark.parametrize(("given", "hint"), [("data/ACDC/training", True), ("data", True), ("elsewhere", False)])
+def test_source_one_level_off(tmp_path: Path, conversion_nnunet_dirs: NnunetDirs, given: str, hint: bool) -> None:
+    """-i one level too deep or too high: the message says what was looked for where, and the right -i."""
+    source = make_challenge_replica(tmp_path / "data" / "ACDC")
+    (tmp_path / "elsewhere").mkdir()
+    with pytest.raises(ConversionError) as error:
+        convert_acdc(tmp_path / given, 802)
+    message = str(error.value)
+    assert message.startswith(f"{tmp_path / given}: no ACDC layout"), message
+    assert "training/" in message and "ACDC_training_volumes/" in message and "data/" in message, message
+    assert (f"pass -i '{source}'" in message) == hint, message
+    assert_nothing_written(conversion_nnunet_dirs)

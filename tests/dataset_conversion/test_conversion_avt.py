@@ -23,6 +23,7 @@ from conversion_helpers import (
     tree_digest,
     verify_with_nnunet,
 )
+from nnunetv2_resunet.dataset_conversion.common import ConversionError
 from nnunetv2_resunet.dataset_conversion.convert_avt import TEST_CASES, convert_avt
 
 SUFFIXES = {"R1": " (AD)", "R2": " (AD)", "R5": " (AD)", "R6": " (AAA)", "R7": " (AD)", "R8": " (AD)"}
@@ -44,17 +45,44 @@ def conversion_nnunet_dirs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
     return make_nnunet_dirs(tmp_path, monkeypatch)
 
 
+FIGSHARE_SHAPE = (3, 6, 7)
+
+
+def hu_image(name: str) -> np.ndarray:
+    """A CT in Hounsfield units: air (about -1000) around tissue and contrast-filled vessels (-100..600)."""
+    rng = np.random.default_rng(zlib.crc32(f"hu/{name}".encode()))
+    air = rng.integers(-1024, -950, FIGSHARE_SHAPE)
+    tissue = rng.integers(-100, 600, FIGSHARE_SHAPE)
+    return np.where(rng.random(FIGSHARE_SHAPE) < 0.4, air, tissue).astype(np.int16)
+
+
 def figshare_arrays(name: str) -> tuple[np.ndarray, np.ndarray]:
-    """Image int16 in HU and a mask with several non-zero values (as segmentation exports may have)."""
+    """Image int16 as stored and a mask with several non-zero values (as segmentation exports may have).
+
+    KiTS and Rider images are stored as HU + 1024 (air about 0), as AortaExplorer's notes on AVT report; Dongyang's
+    are in HU.
+    """
     rng = np.random.default_rng(zlib.crc32(name.encode()))
-    return rng.integers(-1000, 2000, (3, 6, 7)).astype(np.int16), rng.choice([0, 1, 255], (3, 6, 7)).astype(np.uint8)
+    image = hu_image(name) + (1024 if name[0] in "KR" else 0)
+    return image.astype(np.int16), rng.choice([0, 1, 255], FIGSHARE_SHAPE).astype(np.uint8)
 
 
-def write_nrrd(array: np.ndarray, path: Path) -> None:
+IDENTITY = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
+
+
+def write_nrrd(
+    array: np.ndarray,
+    path: Path,
+    direction: tuple[float, ...] = DIRECTION,
+    offset: tuple[float, float, float] = (0, 0, 0),
+) -> None:
+    """Write with the release's geometry; ``offset`` (voxels, x y z) places the grid inside the image's, like a
+    segmentation 3D Slicer saved on a cropped sub-grid."""
     image = sitk.GetImageFromArray(array)
     image.SetSpacing(SPACING)
-    image.SetOrigin(ORIGIN)
-    image.SetDirection(DIRECTION)
+    image.SetDirection(direction)
+    shift = np.asarray(direction).reshape(3, 3) @ (np.asarray(offset) * np.asarray(SPACING))
+    image.SetOrigin(tuple(np.asarray(ORIGIN) + shift))
     sitk.WriteImage(image, str(path), useCompression=True)
 
 
@@ -124,9 +152,9 @@ def test_figshare_round_trip_split_and_names(figshare_release: Path, conversion_
     assert "R7_AD" in case_ids(out / "labelsTs") and "R6_AAA" in case_ids(out / "labelsTs")
     for name in ALL_NAMES:
         subset = "Ts" if name in TEST_CASES else "Tr"
-        image, mask = figshare_arrays(name)
+        _, mask = figshare_arrays(name)
         for path, expected in [
-            (out / f"images{subset}" / f"{SAFE[name]}_0000.nii.gz", image),
+            (out / f"images{subset}" / f"{SAFE[name]}_0000.nii.gz", hu_image(name)),
             (out / f"labels{subset}" / f"{SAFE[name]}.nii.gz", (mask != 0).astype(np.uint8)),
         ]:
             written = assert_exact(path, expected)
@@ -136,6 +164,13 @@ def test_figshare_round_trip_split_and_names(figshare_release: Path, conversion_
     dataset = load_json(out / "dataset.json")
     assert dataset["original_case_names"] == {SAFE[n]: n for n in ALL_NAMES}
     assert dataset["numTraining"] == 38 and dataset["labels"] == {"background": 0, "aorta": 1}
+    assert dataset["hu_shift"]["mode"] == "auto"
+    intensity = dataset["case_intensity"]
+    assert sorted(c for c, v in intensity.items() if v["subtracted"] == 1024) == sorted(
+        SAFE[n] for n in ALL_NAMES if n[0] in "KR"
+    )
+    assert all(v["subtracted"] == 0 and v["air_value"] < -900 for c, v in intensity.items() if c[0] == "D")
+    assert dataset["training_set"]["complete"] is True and dataset["training_set"]["published"] == 38
     splits = load_json(conversion_nnunet_dirs.preprocessed / "Dataset803_AVT" / "splits_final.json")
     check_five_folds(splits, sorted(SAFE[n] for n in TRAIN_NAMES))
     assert tree_digest(figshare_release) == before
@@ -176,18 +211,43 @@ FIGSHARE_BAD_INPUTS: list[tuple[str, Callable[[Path], None], str, str]] = [
     ("missing_seg", lambda r: Path(r / f"{LAST_FIGSHARE}.seg.nrrd").unlink(), "R9", "one .seg.nrrd"),
     ("truncated_seg", lambda r: _truncate(r / f"{LAST_FIGSHARE}.seg.nrrd"), "R9.seg.nrrd", "cannot read"),
     (
-        "shape_mismatch",
-        lambda r: write_nrrd(np.zeros((2, 6, 7), np.uint8), r / f"{LAST_FIGSHARE}.seg.nrrd"),
+        "mask_larger_than_image",
+        lambda r: write_nrrd(np.zeros((4, 6, 7), np.uint8), r / f"{LAST_FIGSHARE}.seg.nrrd"),
         "R9.seg.nrrd",
-        "shape",
+        "outside the image",
+    ),
+    ("duplicate_collection", lambda r: shutil.copytree(r / "Rider", r / "rider"), "rider", "duplicate"),
+    ("missing_test_case", lambda r: shutil.rmtree(r / "Rider" / "R7 (AD)"), "R7 (AD)", "missing"),
+    (
+        "air_neither_hu_nor_shifted",
+        lambda r: write_nrrd((hu_image("R9") + 600).astype(np.int16), r / f"{LAST_FIGSHARE}.nrrd"),
+        "R9.nrrd",
+        "--hu-shift none",
     ),
     (
-        "duplicate_case",
-        lambda r: shutil.copytree(r / "Rider" / "R9", r / "Extra" / "R9"),
-        "R9",
-        "duplicate",
+        "inf_image",
+        lambda r: write_nrrd(np.full(FIGSHARE_SHAPE, np.inf, np.float32), r / f"{LAST_FIGSHARE}.nrrd"),
+        "R9.nrrd",
+        "NaN/inf",
     ),
-    ("missing_test_case", lambda r: shutil.rmtree(r / "Rider" / "R7 (AD)"), "R7 (AD)", "missing"),
+    (
+        "direction_mismatch",
+        lambda r: write_nrrd(figshare_arrays("R9")[1], r / f"{LAST_FIGSHARE}.seg.nrrd", direction=IDENTITY),
+        "R9.seg.nrrd",
+        "direction",
+    ),
+    (
+        "mask_grid_outside_image",
+        lambda r: write_nrrd(np.ones((2, 3, 4), np.uint8), r / f"{LAST_FIGSHARE}.seg.nrrd", offset=(5, 0, 0)),
+        "R9.seg.nrrd",
+        "outside the image",
+    ),
+    (
+        "mask_grid_between_voxels",
+        lambda r: write_nrrd(np.ones((2, 3, 4), np.uint8), r / f"{LAST_FIGSHARE}.seg.nrrd", offset=(0.5, 0, 0)),
+        "R9.seg.nrrd",
+        "between",
+    ),
 ]
 
 
@@ -242,7 +302,31 @@ TWO_D_BAD_INPUTS: list[tuple[str, Callable[[Path], None], str, str]] = [
         "K99",
         "not in ParaTransCNN",
     ),
+    (
+        "nan_train_slice",
+        lambda r: np.savez(r / LAST_TRAIN, image=np.full((8, 8), np.nan), label=np.zeros((8, 8))),
+        LAST_TRAIN,
+        "NaN",
+    ),
+    (
+        "singular_direction",
+        lambda r: _set_key(r / LAST_TEST, "direction", np.zeros((3, 3))),
+        LAST_TEST,
+        "direction",
+    ),
+    (
+        "nan_test_image",
+        lambda r: write_test_volume(r / LAST_TEST, np.full((4, 8, 8), np.nan, np.float32), np.zeros((4, 8, 8), "u1")),
+        LAST_TEST,
+        "NaN",
+    ),
 ]
+
+
+def _set_key(path: Path, key: str, value: np.ndarray) -> None:
+    with h5py.File(path, "a") as f:
+        del f[key]
+        f[key] = value
 
 
 def _drop_key(path: Path, key: str) -> None:
@@ -278,3 +362,71 @@ def test_console_command_overwrite_and_nnunet_integrity(
     verified = verify_with_nnunet(803, conversion_nnunet_dirs, preprocess=False)
     assert verified.returncode == 0, verified.stdout[-3000:] + verified.stderr[-3000:]
     assert "verify_dataset_integrity Done" in verified.stdout
+
+
+def test_figshare_hu_shift_none_keeps_values_and_warns(
+    figshare_release: Path, conversion_nnunet_dirs: NnunetDirs, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = convert_avt(figshare_release, 803, hu_shift="none")
+    for name in ("K1", "D1", "R9"):
+        assert_exact(out / "imagesTr" / f"{name}_0000.nii.gz", figshare_arrays(name)[0])
+    said = capsys.readouterr().err
+    assert "two intensity scales" in said and "K1" in said
+    dataset = load_json(out / "dataset.json")
+    assert dataset["hu_shift"]["mode"] == "none"
+    assert {v["subtracted"] for v in dataset["case_intensity"].values()} == {0}
+    assert dataset["case_intensity"]["K1"]["air_value"] > -100
+
+
+def test_figshare_only_collection_folders_hold_cases(
+    figshare_release: Path, conversion_nnunet_dirs: NnunetDirs, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A user's predictions/, a backup copy inside a case folder: image + .seg.nrrd, but not cases."""
+    for folder in (figshare_release / "predictions" / "P1", figshare_release / "Dongyang" / "D1" / "backup"):
+        folder.mkdir(parents=True)
+        image, mask = figshare_arrays("D1")
+        write_nrrd(image, folder / "X.nrrd")
+        write_nrrd(mask, folder / "X.seg.nrrd")
+    out = convert_avt(figshare_release, 803)
+    assert case_ids(out / "labelsTr") == sorted(SAFE[n] for n in TRAIN_NAMES)
+    assert "predictions" in capsys.readouterr().out
+
+
+def test_figshare_collections_extracted_twice(figshare_release: Path, conversion_nnunet_dirs: NnunetDirs) -> None:
+    """Unzipping KiTS.zip into a folder KiTS/ gives KiTS/KiTS/K1/..."""
+    (figshare_release / "KiTS").rename(figshare_release / "KiTS-inner")
+    (figshare_release / "KiTS").mkdir()
+    (figshare_release / "KiTS-inner").rename(figshare_release / "KiTS" / "KiTS")
+    out = convert_avt(figshare_release, 803)
+    assert case_ids(out / "labelsTr") == sorted(SAFE[n] for n in TRAIN_NAMES)
+
+
+def test_figshare_mask_on_a_cropped_subgrid_is_placed_on_the_image_grid(
+    figshare_release: Path, conversion_nnunet_dirs: NnunetDirs
+) -> None:
+    crop = np.zeros((2, 3, 4), np.uint8)
+    crop[0, 1, 2] = crop[1, 2, 3] = 1
+    write_nrrd(crop, figshare_release / f"{LAST_FIGSHARE}.seg.nrrd", offset=(2, 1, 1))
+    out = convert_avt(figshare_release, 803)
+    expected = np.zeros(FIGSHARE_SHAPE, np.uint8)
+    expected[1:3, 1:4, 2:6] = crop
+    written = assert_exact(out / "labelsTr" / "R9.nii.gz", expected)
+    np.testing.assert_allclose(written.GetOrigin(), ORIGIN)
+
+
+def test_partial_training_set_is_reported_and_recorded(
+    figshare_release: Path, conversion_nnunet_dirs: NnunetDirs, capsys: pytest.CaptureFixture[str]
+) -> None:
+    shutil.rmtree(figshare_release / "Dongyang" / "D1")
+    out = convert_avt(figshare_release, 803)
+    assert "1 of the 38 ParaTransCNN training cases are missing: ['D1']" in capsys.readouterr().err
+    training_set = load_json(out / "dataset.json")["training_set"]
+    assert training_set["missing"] == ["D1"] and training_set["complete"] is False
+
+
+def test_source_one_level_too_deep(figshare_release: Path, conversion_nnunet_dirs: NnunetDirs) -> None:
+    with pytest.raises(ConversionError) as error:
+        convert_avt(figshare_release / "KiTS", 803)
+    message = str(error.value)
+    assert message.startswith(f"{figshare_release / 'KiTS'}: no AVT layout"), message
+    assert "KiTS/, Rider/, Dongyang/" in message and f"pass -i '{figshare_release}'" in message

@@ -248,7 +248,23 @@ TRANSUNET_BAD_INPUTS: list[tuple[str, Callable[[Path], None], str, str]] = [
     ),
     ("missing_slice", lambda r: (r / f"train_npz/{LAST_TRAIN}_slice001.npz").unlink(), LAST_TRAIN, "lacks slices [1]"),
     ("missing_test_case", lambda r: (r / "test_vol_h5/case0038.npy.h5").unlink(), "case0038", "missing"),
+    (
+        "nan_slice",
+        lambda r: _save_slice(
+            r / LAST_SLICE, image=np.full((SIZE, SIZE), np.nan, np.float32), label=np.zeros((SIZE, SIZE), np.float32)
+        ),
+        LAST_SLICE,
+        "NaN",
+    ),
+    ("inf_test_volume", lambda r: _write_h5_image(r / "test_vol_h5/case0038.npy.h5", np.inf), "case0038", "NaN/inf"),
 ]
+
+
+def _write_h5_image(path: Path, value: float) -> None:
+    with h5py.File(path, "a") as f:
+        image = f["image"][()]
+        del f["image"]
+        f["image"] = np.full_like(image, value)
 
 
 @pytest.mark.parametrize(
@@ -289,7 +305,33 @@ BTCV_BAD_INPUTS: list[tuple[str, Callable[[Path], None], str, str]] = [
         "img0040.nii",
         "duplicate",
     ),
+    (
+        "nan_image",
+        lambda t: write_nifti(np.full((3, SIZE, SIZE), np.nan, np.float32), t / "img/img0040.nii.gz"),
+        "img0040.nii.gz",
+        "NaN",
+    ),
+    (
+        "inf_image",
+        lambda t: write_nifti(np.full((3, SIZE, SIZE), np.inf, np.float32), t / "img/img0040.nii.gz"),
+        "img0040.nii.gz",
+        "NaN/inf",
+    ),
+    (
+        "direction_mismatch",
+        lambda t: _write_with_direction(btcv_arrays("case0040")[1], t / "label/label0040.nii.gz"),
+        "label0040.nii.gz",
+        "direction",
+    ),
 ]
+
+
+def _write_with_direction(array: np.ndarray, path: Path) -> None:
+    image = sitk.GetImageFromArray(array)
+    image.SetSpacing(BTCV_SPACING)
+    image.SetOrigin(BTCV_ORIGIN)
+    image.SetDirection((1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0))
+    sitk.WriteImage(image, str(path), useCompression=True)
 
 
 @pytest.mark.parametrize(
@@ -326,3 +368,39 @@ def test_console_command_and_nnunet_integrity(transunet_release: Path, conversio
         "nnUNetv2_resunet_convert_synapse", ["-i", str(transunet_release), "-d", "801"], conversion_nnunet_dirs
     )
     assert failed.returncode == 1 and "--overwrite" in failed.stderr
+
+
+def test_partial_training_set_is_reported_and_recorded(
+    transunet_release: Path, conversion_nnunet_dirs: NnunetDirs, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for path in (transunet_release / "train_npz").glob("case0040_slice*.npz"):
+        path.unlink()
+    out = convert_synapse(transunet_release, 801)
+    assert "1 of the 18 TransUNet training cases are missing: ['case0040']" in capsys.readouterr().err
+    dataset = load_json(out / "dataset.json")
+    assert dataset["training_cases"] == [c for c in TRAIN_CASES if c != "case0040"]
+    assert dataset["training_set"] == {
+        "reference": "TransUNet training cases (lists_Synapse/train.txt)",
+        "published": 18,
+        "missing": ["case0040"],
+        "unlisted": [],
+        "complete": False,
+    }
+    assert dataset["test_cases"] == sorted(TEST_CASES)
+
+
+def test_complete_training_set_is_recorded(transunet_release: Path, conversion_nnunet_dirs: NnunetDirs) -> None:
+    out = convert_synapse(transunet_release, 801)
+    training_set = load_json(out / "dataset.json")["training_set"]
+    assert training_set["complete"] is True and training_set["missing"] == [] and training_set["published"] == 18
+
+
+@pytest.mark.parametrize("given", ["data/Synapse/train_npz", "data"])
+def test_source_one_level_off(tmp_path: Path, conversion_nnunet_dirs: NnunetDirs, given: str) -> None:
+    release = make_transunet_release(tmp_path / "data" / "Synapse")
+    source = tmp_path / given
+    with pytest.raises(ConversionError) as error:
+        convert_synapse(source, 801)
+    message = str(error.value)
+    assert message.startswith(f"{source}: no Synapse layout") and "train_npz/" in message and "Training/img" in message
+    assert f"pass -i '{release}'" in message

@@ -1,0 +1,332 @@
+"""What every converter guarantees about its output, whatever the release.
+
+Dataset and split land together or not at all; an overwrite clears what nnU-Net derived from the old dataset (or
+refuses, naming what it cannot judge); unwritable or missing output folders are one clear line; runs interrupted by
+SIGTERM or SIGKILL (real subprocesses, stopped mid-conversion) leave nothing that the next run does not clean up, and
+a run that is still writing is never touched.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conversion_helpers import (
+    NnunetDirs,
+    case_ids,
+    hidden_entries,
+    load_json,
+    make_nnunet_dirs,
+    permissions_bind,
+    run_console,
+    verify_with_nnunet,
+)
+from nnunetv2_resunet.dataset_conversion.common import ConversionError
+from nnunetv2_resunet.dataset_conversion.convert_acdc import convert_acdc
+from nnunetv2_resunet.dataset_conversion.convert_synapse import convert_synapse
+from test_conversion_acdc import make_h5_replica
+from test_conversion_avt import make_figshare_release
+from test_conversion_synapse import TRAIN_CASES, make_transunet_release
+
+SYNAPSE = "Dataset801_Synapse"
+
+
+@pytest.fixture
+def dirs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> NnunetDirs:
+    return make_nnunet_dirs(tmp_path, monkeypatch)
+
+
+@pytest.fixture
+def synapse_release(tmp_path: Path) -> Path:
+    return make_transunet_release(tmp_path / "Synapse")
+
+
+def assert_one_error_line(result: subprocess.CompletedProcess[str], names: str, says: str) -> None:
+    """The command failed with exactly one ``error:`` line naming ``names`` and saying ``says``, no traceback."""
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert result.returncode == 1, result.stdout[-2000:] + result.stderr[-3000:]
+    assert "Traceback" not in result.stderr, result.stderr[-3000:]
+    assert len(errors) == 1 and names in errors[0] and says in errors[0], result.stderr[-3000:]
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Dataset and split together
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def test_split_is_written_into_the_dataset_too(synapse_release: Path, dirs: NnunetDirs) -> None:
+    out = convert_synapse(synapse_release, 801)
+    # nnU-Net's planner copies DatasetXXX/splits_final.json into nnUNet_preprocessed (or checks it matches there)
+    assert load_json(out / "splits_final.json") == load_json(dirs.preprocessed / SYNAPSE / "splits_final.json")
+
+
+@pytest.mark.parametrize("read_only", ["preprocessed_root", "preprocessed_dataset"])
+def test_overwrite_that_cannot_write_the_split_keeps_the_old_dataset_and_split(
+    tmp_path: Path, dirs: NnunetDirs, read_only: str
+) -> None:
+    """--overwrite --split transunet over an nnunet conversion must not leave test patients in an old split."""
+    source = make_h5_replica(tmp_path / "ACDC", range(1, 101))
+    convert_acdc(source, 802, num_processes=2)
+    dataset, split = dirs.raw / "Dataset802_ACDC", dirs.preprocessed / "Dataset802_ACDC"
+    old_json, old_split = load_json(dataset / "dataset.json"), load_json(split / "splits_final.json")
+    locked = dirs.preprocessed if read_only == "preprocessed_root" else split
+    locked.chmod(0o555)
+    try:
+        result = run_console(
+            "nnUNetv2_resunet_convert_acdc",
+            ["-i", str(source), "--split", "transunet", "--overwrite", "-np", "1"],
+            dirs,
+            prefix=permissions_bind(),
+        )
+    finally:
+        locked.chmod(0o755)
+    assert_one_error_line(result, str(locked), "Permission denied")
+    assert load_json(dataset / "dataset.json") == old_json and old_json["split"] == "nnunet"
+    assert load_json(split / "splits_final.json") == old_split
+    assert len(case_ids(dataset / "labelsTr")) == 200 and not (dataset / "imagesTs").exists()
+    assert hidden_entries(dirs) == []
+
+
+def test_overwrite_of_a_read_only_dataset_is_one_line(synapse_release: Path, dirs: NnunetDirs) -> None:
+    out = convert_synapse(synapse_release, 801)
+    before = sorted(str(p) for p in out.rglob("*"))
+    out.chmod(0o555)
+    try:
+        args = ["-i", str(synapse_release), "-np", "1", "--overwrite"]
+        result = run_console("nnUNetv2_resunet_convert_synapse", args, dirs, prefix=permissions_bind())
+    finally:
+        out.chmod(0o755)
+    assert_one_error_line(result, str(out), "cannot write here (Permission denied)")
+    assert sorted(str(p) for p in out.rglob("*")) == before and hidden_entries(dirs) == []
+
+
+def test_read_only_raw_folder_is_one_line(synapse_release: Path, dirs: NnunetDirs) -> None:
+    dirs.raw.chmod(0o555)
+    try:
+        args = ["-i", str(synapse_release), "-np", "1"]
+        result = run_console("nnUNetv2_resunet_convert_synapse", args, dirs, prefix=permissions_bind())
+    finally:
+        dirs.raw.chmod(0o755)
+    assert_one_error_line(result, str(dirs.raw), "cannot write here (Permission denied)")
+    assert list(dirs.raw.iterdir()) == [] and list(dirs.preprocessed.iterdir()) == []
+
+
+@pytest.mark.parametrize("variable", ["nnUNet_raw", "nnUNet_preprocessed"])
+def test_missing_output_folder_is_refused_not_created(
+    synapse_release: Path, dirs: NnunetDirs, monkeypatch: pytest.MonkeyPatch, variable: str
+) -> None:
+    missing = dirs.raw.parent / "unmounted" / variable
+    monkeypatch.setenv(variable, str(missing))
+    with pytest.raises(ConversionError, match=f"{missing}: {variable} points to a folder that does not exist"):
+        convert_synapse(synapse_release, 801)
+    assert not missing.parent.exists()
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# What an overwrite does with nnUNet_preprocessed/DatasetXXX_Name
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def plan_with_nnunet(dirs: NnunetDirs) -> Path:
+    """nnU-Net's fingerprint and plans (real), plus a data folder and gt_segmentations as preprocessing leaves them."""
+    verified = verify_with_nnunet(801, dirs, preprocess=False)
+    assert verified.returncode == 0, verified.stdout[-2000:] + verified.stderr[-2000:]
+    folder = dirs.preprocessed / SYNAPSE
+    (folder / "nnUNetPlans_2d").mkdir()
+    (folder / "nnUNetPlans_2d" / "case0005.b2nd").write_bytes(b"old arrays")
+    (folder / "nnUNetPlans_2d" / "case0005.pkl").write_bytes(b"old properties")
+    (folder / "gt_segmentations").mkdir()
+    (folder / "gt_segmentations" / "case0005.nii.gz").write_bytes(b"old label")
+    assert {"dataset_fingerprint.json", "nnUNetPlans.json", "dataset.json"} <= {p.name for p in folder.iterdir()}
+    return folder
+
+
+def test_overwrite_clears_what_nnunet_derived_from_the_old_dataset(
+    synapse_release: Path, dirs: NnunetDirs, capsys: pytest.CaptureFixture[str]
+) -> None:
+    convert_synapse(synapse_release, 801)
+    folder = plan_with_nnunet(dirs)
+    out = convert_synapse(synapse_release, 801, spacing=(0.8, 0.8, 3.0), overwrite=True)
+    assert sorted(p.name for p in folder.iterdir()) == ["splits_final.json"]
+    assert load_json(folder / "splits_final.json") == load_json(out / "splits_final.json")
+    said = capsys.readouterr().out
+    assert "dataset_fingerprint.json" in said and "nnUNetPlans_2d/" in said and "nnUNetv2_plan_and_preprocess" in said
+    assert hidden_entries(dirs) == []
+
+
+def test_overwrite_refuses_files_it_cannot_judge(synapse_release: Path, dirs: NnunetDirs) -> None:
+    out = convert_synapse(synapse_release, 801)
+    folder = plan_with_nnunet(dirs)
+    (folder / "my_notes.txt").write_text("which folds I ran")
+    (out / "marker").write_text("first conversion")
+    before = sorted(p.name for p in folder.iterdir())
+    with pytest.raises(ConversionError, match=r"my_notes\.txt.*move them out of that folder"):
+        convert_synapse(synapse_release, 801, overwrite=True)
+    assert (out / "marker").exists() and sorted(p.name for p in folder.iterdir()) == before
+
+
+def test_stale_preprocessed_data_without_overwrite_is_refused(synapse_release: Path, dirs: NnunetDirs) -> None:
+    """A raw dataset deleted by hand leaves its fingerprint behind, which nnU-Net would reuse for the new one."""
+    out = convert_synapse(synapse_release, 801)
+    folder = plan_with_nnunet(dirs)
+    for path in sorted(out.rglob("*"), reverse=True):
+        path.rmdir() if path.is_dir() else path.unlink()
+    out.rmdir()
+    (folder / "splits_final.json").unlink()
+    with pytest.raises(ConversionError, match=r"dataset_fingerprint\.json.*pass --overwrite"):
+        convert_synapse(synapse_release, 801)
+    assert not out.exists()
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Interrupts: a real converter process, stopped after it has written its first file
+# ----------------------------------------------------------------------------------------------------------------------
+
+# Runs the real console entry point, but every process that writes a case file (the converter itself with -np 1, its
+# spawned workers otherwise, which import this file as __mp_main__) reports its pid and then waits to be killed.
+PAUSING_DRIVER = """
+import os, sys, time
+import nnunetv2_resunet.dataset_conversion.common as common
+
+_write_volume = common.write_volume
+
+
+def _write_then_wait(array, geometry, path):
+    _write_volume(array, geometry, path)
+    with open(os.path.join(os.environ["PAUSE_DIR"], str(os.getpid())), "w") as f:
+        f.write(str(path))
+    time.sleep(600)
+
+
+common.write_volume = _write_then_wait
+
+if __name__ == "__main__":
+    import importlib
+
+    converter = importlib.import_module("nnunetv2_resunet.dataset_conversion." + os.environ["CONVERTER"])
+    sys.exit(converter.main(sys.argv[1:]))
+"""
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return state != "Z"
+
+
+class PausedConversion:
+    """A converter's console entry point in a subprocess, waiting after its first written case file."""
+
+    def __init__(
+        self, tmp_path: Path, dirs: NnunetDirs, source: Path, args: list[str], converter: str = "convert_synapse"
+    ):
+        self.pause_dir = tmp_path / f"paused-{len(list(tmp_path.glob('paused-*')))}"
+        self.pause_dir.mkdir()
+        driver = tmp_path / "pausing_driver.py"
+        driver.write_text(PAUSING_DRIVER)
+        self.process = subprocess.Popen(
+            [sys.executable, str(driver), "-i", str(source), *args],
+            env={**dirs.env(), "PAUSE_DIR": str(self.pause_dir), "CONVERTER": converter},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        deadline = time.monotonic() + 180
+        while not any(self.pause_dir.iterdir()):
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                out, err = self.process.communicate(timeout=30)
+                code = self.process.returncode
+                pytest.fail(f"the converter never paused (exit {code}):\n{out[-2000:]}\n{err[-3000:]}")
+            time.sleep(0.05)
+
+    @property
+    def writer_pids(self) -> list[int]:
+        return [int(p.name) for p in self.pause_dir.iterdir()]
+
+    def stop(self, signum: int) -> tuple[int, str, str]:
+        self.process.send_signal(signum)
+        out, err = self.process.communicate(timeout=120)
+        return self.process.returncode, out, err
+
+    def kill_everything(self) -> None:
+        for pid in [self.process.pid, *self.writer_pids]:
+            if alive(pid):
+                os.kill(pid, signal.SIGKILL)
+        if self.process.poll() is None:
+            self.process.communicate(timeout=30)
+
+
+def wait_until_dead(pids: list[int], seconds: float = 20) -> None:
+    deadline = time.monotonic() + seconds
+    while any(alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(alive(p) for p in pids), f"still running: {[p for p in pids if alive(p)]}"
+
+
+RELEASES = {
+    "convert_synapse": lambda root: make_transunet_release(root / "Synapse"),
+    "convert_acdc": lambda root: make_h5_replica(root / "ACDC", range(1, 7)),
+    "convert_avt": lambda root: make_figshare_release(root / "AVT"),
+}
+
+
+@pytest.mark.parametrize(
+    ("converter", "num_processes"),
+    [("convert_synapse", 1), ("convert_synapse", 2), ("convert_acdc", 2), ("convert_avt", 2)],
+)
+def test_sigterm_mid_conversion_leaves_nothing(
+    tmp_path: Path, dirs: NnunetDirs, converter: str, num_processes: int
+) -> None:
+    source = RELEASES[converter](tmp_path)
+    run = PausedConversion(tmp_path, dirs, source, ["-np", str(num_processes)], converter)
+    try:
+        (work,) = [p for p in dirs.raw.iterdir() if ".converting-" in p.name]
+        assert any(work.rglob("*_0000.nii.gz")), "the run had written a case when it was stopped"
+        code, _, err = run.stop(signal.SIGTERM)
+        assert code == 128 + signal.SIGTERM, err[-3000:]
+        assert "interrupted by SIGTERM: nothing was changed" in err and "Traceback" not in err, err[-3000:]
+        wait_until_dead(run.writer_pids)
+        assert list(dirs.raw.iterdir()) == [] and list(dirs.preprocessed.iterdir()) == []
+    finally:
+        run.kill_everything()
+
+
+def test_sigkill_leftover_is_removed_by_the_next_run(
+    tmp_path: Path, synapse_release: Path, dirs: NnunetDirs, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = PausedConversion(tmp_path, dirs, synapse_release, ["-np", "2"])
+    try:
+        workers = run.writer_pids
+        run.stop(signal.SIGKILL)
+        # the parent is gone at once; its workers notice and follow (else they would write into a removed folder)
+        wait_until_dead(workers)
+        assert len(hidden_entries(dirs)) == 2, "a killed run leaves its work folders"
+        out = convert_synapse(synapse_release, 801)
+        assert "an interrupted conversion" in capsys.readouterr().out
+        assert hidden_entries(dirs) == []
+        assert case_ids(out / "labelsTr") == TRAIN_CASES
+    finally:
+        run.kill_everything()
+
+
+def test_a_conversion_still_running_is_left_alone(tmp_path: Path, synapse_release: Path, dirs: NnunetDirs) -> None:
+    run = PausedConversion(tmp_path, dirs, synapse_release, ["-np", "1"])
+    try:
+        before = hidden_entries(dirs)
+        with pytest.raises(ConversionError, match=f"another conversion into {SYNAPSE} is running"):
+            convert_synapse(synapse_release, 801)
+        other = convert_synapse(synapse_release, 805, "Other")
+        assert case_ids(other / "labelsTr") == TRAIN_CASES
+        assert hidden_entries(dirs) == before, "the running conversion's work folders must be untouched"
+        code, _, err = run.stop(signal.SIGTERM)
+        assert code == 128 + signal.SIGTERM, err[-3000:]
+        assert hidden_entries(dirs) == [] and not (dirs.raw / SYNAPSE).exists()
+    finally:
+        run.kill_everything()
