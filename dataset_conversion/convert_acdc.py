@@ -25,29 +25,22 @@ from pathlib import Path
 
 import numpy as np
 
+from .cli import add_spacing_argument, build_parser, run_cli, spacing_geometry
 from .common import (
     CaseJob,
     ConversionError,
     ConversionPlan,
     Geometry,
-    H5VolumeJob,
-    ImageLabelFilesJob,
     Layout,
-    add_spacing_argument,
-    build_parser,
-    check_header_shapes,
-    check_published_cases,
-    check_target,
     check_unique,
-    compare_training_set,
-    execute_plan,
     first_existing,
-    h5_keys_and_shapes,
     no_layout_found,
     require_folder,
-    run_cli,
-    spacing_geometry,
 )
+from .execute import check_target, execute_plan
+from .jobs import H5VolumeJob, ImageLabelFilesJob, check_header_shapes
+from .reading import h5_keys_and_shapes
+from .splits import check_published_cases, compare_training_set
 
 DEFAULT_DATASET_ID = 802
 DEFAULT_NAME = "ACDC"

@@ -28,38 +28,34 @@ from typing import Any
 
 import numpy as np
 
+from .cli import add_spacing_argument, build_parser, run_cli, spacing_geometry
 from .common import (
     CaseJob,
     ConversionError,
     ConversionPlan,
     Geometry,
-    ImageLabelFilesJob,
     Layout,
-    SliceStackJob,
-    add_spacing_argument,
-    build_parser,
-    check_finite,
-    check_header_shapes,
-    check_published_cases,
-    check_same_shape,
-    check_target,
     check_unique,
-    check_volume,
-    checked_labels,
-    compare_training_set,
-    execute_plan,
     first_existing,
-    five_fold_splits,
-    h5_keys_and_shapes,
     no_layout_found,
-    npz_keys,
-    read_h5,
     require_folder,
-    run_cli,
     safe_case_id,
-    spacing_geometry,
-    write_case,
 )
+from .ct_intensity import (
+    HU_OFFSET,
+    HU_SHIFT_MODES,
+    HU_SHIFT_RULE,
+    HU_SHIFT_SOURCE,
+    air_value,
+    is_hounsfield,
+    is_shifted,
+    mixed_scales,
+    subtract_offset,
+)
+from .execute import check_target, execute_plan
+from .jobs import ImageLabelFilesJob, SliceStackJob, check_header_shapes, write_case
+from .reading import check_finite, check_same_shape, check_volume, checked_labels, h5_keys_and_shapes, npz_keys, read_h5
+from .splits import check_published_cases, compare_training_set, five_fold_splits
 
 DEFAULT_DATASET_ID = 803
 DEFAULT_NAME = "AVT"
@@ -83,21 +79,6 @@ ALL_CASES: tuple[str, ...] = (
 #: ParaTransCNN's 38 training cases: the release's 56 less its test list (lists_AVT/train.txt names their slices).
 TRAINING_CASES: tuple[str, ...] = tuple(c for c in ALL_CASES if c not in TEST_CASES)
 TRAINING_REFERENCE = "ParaTransCNN training cases (lists_AVT/train.txt)"
-HU_SHIFT_MODES = ("auto", "none")
-#: Stored value = HU + 1024 in the shifted scans, so air (about -1000 HU) is stored as about 0.
-HU_OFFSET = 1024
-AIR_HU_MAX = -800.0
-AIR_SHIFTED_RANGE = (-60.0, 120.0)
-HU_SHIFT_RULE = (
-    "per case, the air/background level (lowest 20-unit intensity bin holding at least 1% of the voxels, after "
-    f"dropping a constant fill outside the field of view): <= {AIR_HU_MAX:g} is Hounsfield units, kept as stored; "
-    f"{AIR_SHIFTED_RANGE[0]:g}..{AIR_SHIFTED_RANGE[1]:g} is HU + {HU_OFFSET}, so {HU_OFFSET} is subtracted; anything "
-    "else is refused"
-)
-HU_SHIFT_SOURCE = (
-    "AortaExplorer's notes on AVT (github.com/RasmusRPaulsen/AortaExplorer, AO-AVT.MD) report that the KiTS and Rider "
-    "scans 'seem to be shifted with an offset of 1024'; the dataset's own description does not say so"
-)
 TRAIN_SLICE = re.compile(r"(.+)_slice_(\d+)\.npz")
 TEST_VOLUME_KEYS = ("image", "label", "origin", "direction", "xyz_thickness")
 TRAIN_FOLDERS = ("train", "train_npz")
@@ -152,45 +133,6 @@ def stored_geometry(arrays: dict[str, np.ndarray], path: Path) -> Geometry:
     return Geometry(tuple(spacing.tolist()), tuple(origin.tolist()), tuple(direction.tolist()))
 
 
-def air_value(image: np.ndarray) -> float:
-    """The air/background level of a CT: the lowest 20-unit intensity bin in -2000..2000 holding >= 1% of the voxels.
-
-    A constant that fills >= 1% of the voxels at the very bottom (the scanner's fill outside the field of view) is
-    not air and is dropped first. NaN when no bin qualifies.
-    """
-    values = image.ravel()
-    if values.size > 2_000_000:
-        values = values[:: values.size // 2_000_000]
-    values = values.astype(np.float64)
-    lowest = values.min()
-    fill = values == lowest
-    if np.count_nonzero(fill) >= 0.01 * values.size and not fill.all():
-        values = values[~fill]
-    counts, edges = np.histogram(values, bins=np.arange(-2000.0, 2000.0 + 20.0, 20.0))
-    enough = np.flatnonzero(counts >= max(2.0, 0.01 * values.size))
-    return float((edges[enough[0]] + edges[enough[0] + 1]) / 2) if enough.size else float("nan")
-
-
-def is_hounsfield(air: float) -> bool:
-    return air <= AIR_HU_MAX
-
-
-def is_shifted(air: float) -> bool:
-    return AIR_SHIFTED_RANGE[0] <= air <= AIR_SHIFTED_RANGE[1]
-
-
-def subtract_offset(image: np.ndarray) -> np.ndarray:
-    """``image - 1024`` in the image's own dtype where the values fit (int16 for unsigned images), else wider."""
-    if not np.issubdtype(image.dtype, np.integer):
-        return (image - HU_OFFSET).astype(image.dtype)
-    shifted = image.astype(np.int64) - HU_OFFSET
-    for dtype in (image.dtype, np.int16, np.int32):
-        info = np.iinfo(dtype)
-        if info.min <= shifted.min() and shifted.max() <= info.max:
-            return shifted.astype(dtype)
-    return shifted
-
-
 @dataclass(frozen=True)
 class FigshareCaseJob(ImageLabelFilesJob):
     """A case of the figshare release; its intensity scale is checked (and corrected) by its air value."""
@@ -208,20 +150,6 @@ class FigshareCaseJob(ImageLabelFilesJob):
             )
         notes = {"case_intensity": {"air_value": air, "subtracted": HU_OFFSET if subtract else 0}}
         return (subtract_offset(image) if subtract else image), notes
-
-
-def mixed_scales(notes: dict[str, dict[str, Any]]) -> list[str]:
-    """With ``--hu-shift none``: a warning when some cases look like HU and others like HU + 1024."""
-    intensity = notes.get("case_intensity", {})
-    shifted = sorted(c for c, n in intensity.items() if n["subtracted"] == 0 and is_shifted(n["air_value"]))
-    hounsfield = sorted(c for c, n in intensity.items() if is_hounsfield(n["air_value"]))
-    if shifted and hounsfield:
-        return [
-            f"the images hold two intensity scales: {shifted} have air at about 0 (HU + {HU_OFFSET}), "
-            f"{len(hounsfield)} others at about -1000 (HU); nnU-Net's CT normalisation uses one global scale for all. "
-            "--hu-shift auto would subtract 1024 from the first"
-        ]
-    return []
 
 
 def collection_folders(source: Path) -> dict[str, Path]:

@@ -21,36 +21,22 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
+from .cli import add_spacing_argument, build_parser, run_cli, spacing_geometry
 from .common import (
     CaseJob,
     ConversionError,
     ConversionPlan,
     Geometry,
-    H5VolumeJob,
     Layout,
-    SliceStackJob,
-    add_spacing_argument,
-    build_parser,
-    check_finite,
-    check_header_shapes,
-    check_published_cases,
-    check_target,
     check_unique,
-    checked_labels,
-    compare_training_set,
-    execute_plan,
     first_existing,
-    five_fold_splits,
-    h5_keys_and_shapes,
-    label_on_image_grid,
     no_layout_found,
-    npz_keys,
-    read_image,
     require_folder,
-    run_cli,
-    spacing_geometry,
-    write_case,
 )
+from .execute import check_target, execute_plan
+from .jobs import H5VolumeJob, SliceStackJob, check_header_shapes, write_case
+from .reading import check_finite, checked_labels, h5_keys_and_shapes, label_on_image_grid, npz_keys, read_image
+from .splits import check_published_cases, compare_training_set, five_fold_splits
 
 DEFAULT_DATASET_ID = 801
 DEFAULT_NAME = "Synapse"

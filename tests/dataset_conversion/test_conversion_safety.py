@@ -191,9 +191,9 @@ def test_stale_preprocessed_data_without_overwrite_is_refused(synapse_release: P
 # spawned workers otherwise, which import this file as __mp_main__) reports its pid and then waits to be killed.
 PAUSING_DRIVER = """
 import os, sys, time
-import nnunetv2_resunet.dataset_conversion.common as common
+import nnunetv2_resunet.dataset_conversion.jobs as jobs
 
-_write_volume = common.write_volume
+_write_volume = jobs.write_volume
 
 
 def _write_then_wait(array, geometry, path):
@@ -203,7 +203,7 @@ def _write_then_wait(array, geometry, path):
     time.sleep(600)
 
 
-common.write_volume = _write_then_wait
+jobs.write_volume = _write_then_wait
 
 if __name__ == "__main__":
     import importlib
