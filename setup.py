@@ -45,6 +45,11 @@ setup(
         "h5py>=3.8",
         "tqdm",
         "matplotlib",
+        # nnUNetv2_resunet_study submit: SLURM array jobs with dependencies. 1.5 is the release tested here
+        # (SlurmExecutor's parameters and batch() arrays are stable since 1.2).
+        "submitit>=1.2,<2",
+        # Study files are TOML: tomllib from Python 3.11, the same parser as tomli before.
+        "tomli>=1.1; python_version < '3.11'",
     ],
     extras_require={
         "test": ["pytest>=7", "medpy>=0.5", "ruff>=0.5"],
@@ -57,6 +62,7 @@ setup(
             "nnUNetv2_resunet_convert_avt = nnunetv2_resunet.dataset_conversion.convert_avt:main",
             "nnUNetv2_resunet_benchmark = nnunetv2_resunet.benchmarking.cli:main",
             "nnUNetv2_resunet_plan = nnunetv2_resunet.experiment_planning.cli:main",
+            "nnUNetv2_resunet_study = nnunetv2_resunet.studies.cli:main",
         ],
     },
     cmdclass={"build_py": BuildPyWithPth},
