@@ -162,8 +162,6 @@ def execute_run(run: Run, study: Study, runs: list[Run], folders: NnUNetFolders,
 def _run_logged(run: Run, command: list[str], extra_env: dict[str, str], lock: RunLock, on_start) -> tuple[int, float]:
     run.log_path.parent.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, **extra_env, "PYTHONUNBUFFERED": "1"}
-    if "nnUNet_compile" not in os.environ and "-device" in command and command[command.index("-device") + 1] != "cuda":
-        env["nnUNet_compile"] = "f"
     started = time.monotonic()
     with open(run.log_path, "a", encoding="utf-8") as log:
         log.write(f"{LOG_HEADER}: {run.key}\n=== command: {subprocess.list2cmdline(command)}\n"

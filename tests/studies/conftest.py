@@ -46,7 +46,7 @@ class StudyWorkspace:
 
         from nnunet_workspace import console_script
 
-        extra = ("-device", "cpu", "-np", "1") if command in ("run", "plan") else ()
+        extra = ("-device", "cpu", "-np", "1") if command in ("run", "plan", "submit") else ()
         result = subprocess.run([*console_script("nnUNetv2_resunet_study"), command, str(study), *extra, *args],
                                 env=env or self.env, cwd=self.studies, capture_output=True, text=True)
         if check and result.returncode != 0:

@@ -109,7 +109,7 @@ def test_missing_file(tmp_path):
 
 def test_we_ship_the_thesis_studies():
     names = {p.stem for p in SHIPPED}
-    assert {"thesis_ladder", "thesis_comparisons", "thesis_transformers"} <= names
+    assert {"thesis_ladder", "thesis_comparisons", "thesis_transformers", "acdc_1epoch"} <= names
 
 
 @pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)

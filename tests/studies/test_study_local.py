@@ -78,12 +78,13 @@ def test_a_killed_training_resumes_and_a_cut_short_checkpoint_is_reported(study_
     status = study_workspace.study("status", study).stdout
     assert re.search(r"fold_1\s+corrupt\s+\S+fold_1/checkpoint_latest.pth is not a complete checkpoint", status)
 
-    result = study_workspace.study("run", study, check=False)
+    result = study_workspace.study("run", study, "-gpus", "5", check=False)  # one slot, seeing "GPU 5" only
     assert result.returncode == 1  # not everything is done: fold 1 needs a person
     assert (fold0 / "checkpoint_final.pth").is_file() and (fold0 / "validation" / "summary.json").is_file()
     attempts = (fold0 / "study_train.log").read_text().split("=== nnUNetv2_resunet_study")[1:]
     assert len(attempts) == 2 and "--c" not in attempts[0].splitlines()[1] and attempts[1].splitlines()[1].endswith(
         "-device cpu --c")
+    assert "CUDA_VISIBLE_DEVICES=5" in attempts[1].splitlines()[2]
     # nnU-Net's log of the resumed process starts at the epoch it reached, not at epoch 0.
     newest = max(fold0.glob("training_log_*.txt"), key=lambda p: p.stat().st_mtime)
     epochs = [int(e) for e in re.findall(r": Epoch (\d+)\s*$", newest.read_text(), flags=re.MULTILINE)]
