@@ -198,6 +198,7 @@ def _write_study_record(study: Study, runs: list[Run], states: dict[str, RunStat
     (folders.reports / "status.md").write_text(
         f"# Study {study.name}: status when the report was written\n\n"
         f"Written {datetime.now().isoformat(timespec='seconds')} on {socket.gethostname()} from "
-        f"`{study.path.name}`. Wall time: each run's last attempt, from its log.\n\n"
+        f"`{study.path.name}`. Wall time: each run's attempts together, from its log (a run resumed after an "
+        f"interruption also lost the time since its last checkpoint).\n\n"
         f"```\n{format_status(study, runs, states, folders)}\n```\n",
         encoding="utf-8")

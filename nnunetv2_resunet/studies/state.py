@@ -47,14 +47,14 @@ class RunState:
     status: Status
     detail: str = ""
     log: Path | None = None
-    seconds: float | None = None  # wall time of the last finished attempt
+    seconds: float | None = None  # wall time of its finished attempts, together
     resume: str = ""  # train: "--c" or "--val"; predict: "--continue_prediction"
 
 
 @dataclass(frozen=True)
 class LastAttempt:
     exit_code: int | None  # None: started, never finished (killed)
-    seconds: float | None
+    seconds: float | None  # wall time of all finished attempts together (a resumed run's total)
 
 
 def last_attempt(log: Path) -> LastAttempt | None:
@@ -66,11 +66,9 @@ def last_attempt(log: Path) -> LastAttempt | None:
     start = text.rfind(LOG_HEADER)
     if start < 0:
         return None
+    total = sum(float(seconds) for _, seconds in EXIT_LINE.findall(text)) or None
     ends = EXIT_LINE.findall(text[start:])
-    if not ends:
-        return LastAttempt(None, None)
-    code, seconds = ends[-1]
-    return LastAttempt(int(code), float(seconds))
+    return LastAttempt(int(ends[-1][0]) if ends else None, total)
 
 
 def checkpoint_problem(path: Path, full: bool = False) -> str | None:
@@ -145,12 +143,12 @@ def train_state(run: Run, attempt: LastAttempt | None) -> RunState:
     return _unfinished(run, attempt, "", "")
 
 
-def test_cases(images: Path, file_ending: str) -> list[str]:
+def case_ids(images: Path, file_ending: str) -> list[str]:
     return sorted(p.name[:-len(f"_0000{file_ending}")] for p in images.glob(f"*_0000{file_ending}"))
 
 
 def predict_state(run: Run, attempt: LastAttempt | None, file_ending: str) -> RunState:
-    expected = test_cases(run.test_images, file_ending)
+    expected = case_ids(run.test_images, file_ending)
     done = [c for c in expected if (run.folder / f"{c}{file_ending}").is_file()]
     if expected and len(done) == len(expected):
         return RunState(Status.DONE, f"{len(done)} cases", run.log_path, attempt.seconds if attempt else None)
@@ -304,7 +302,9 @@ def study_states(runs: list[Run], raw: Path, own: str = "") -> dict[str, RunStat
                                if holder is not None and holder.alive() else report_state(run, runs, states))
     for run in runs:
         state = states[run.key]
-        if state.status == Status.WAITING and not ready(run, states):
+        if state.status == Status.WAITING and not state.detail and ready(run, states):
+            states[run.key] = RunState(Status.WAITING, "ready")
+        elif state.status == Status.WAITING and not ready(run, states):
             settled = SETTLED if run.stage == "report" else (Status.DONE,)
             pending = Counter(k.split()[0] for k in run.needs if states[k].status not in settled)
             detail = ", ".join(f"{n} {stage}" if n > 1 else stage for stage, n in pending.items())

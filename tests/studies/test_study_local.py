@@ -9,9 +9,10 @@ import signal
 import subprocess
 import time
 
-from conftest import DEFAULT_SHORT, RESUMABLE, write_study
+from conftest import DEFAULT_SHORT, RESUMABLE, RESUNET_SHORT, write_study
 from nnunet_workspace import SYNTHETIC_NAME, console_script
 
+from nnunetv2_resunet.studies.locks import RunLock
 from nnunetv2_resunet.studies.state import checkpoint_problem
 
 
@@ -94,3 +95,22 @@ def test_a_killed_training_resumes_and_a_cut_short_checkpoint_is_reported(study_
     assert not list(fold1.glob("training_log_*.txt")) and not (fold1 / "study_train.log").exists()
     assert re.search(r"fold_0\s+done", result.stdout) and re.search(r"fold_1\s+corrupt", result.stdout)
     assert re.search(r"report\s+\S+\s+folds 0 1\s+waiting\s+after a finished model", result.stdout)
+
+
+def test_a_run_held_by_another_invocation_is_left_alone(study_workspace):
+    """Another process (here: this test) holds the lock of a study's preprocessing: `run` neither starts it nor
+    what depends on it, and says who holds it."""
+    study = write_study(study_workspace.studies, "held", [RESUNET_SHORT],
+                        dataset_lines='plans = "nnUNetPlans_held"\ngpu_memory_target = 1\ntest_images = ""')
+    folder = study_workspace.nnunet.preprocessed / SYNTHETIC_NAME
+    lock = RunLock(folder / "study_preprocess_nnUNetPlans_held.lock", "preprocess (held by the test)")
+    assert lock.acquire()
+    try:
+        result = study_workspace.study("run", study, check=False)
+    finally:
+        lock.release()
+    assert result.returncode == 1 and "start " not in result.stderr
+    assert re.search(rf"preprocess\s+{SYNTHETIC_NAME}\s+nnUNetPlans_held 2d\s+running\s+\S+ pid {os.getpid()}",
+                     result.stdout)
+    assert not (folder / "study_preprocess_nnUNetPlans_held.log").exists()
+    assert not (folder / "nnUNetPlans_held.json").exists()
