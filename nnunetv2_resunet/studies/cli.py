@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
+import shutil
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -134,6 +135,10 @@ def dispatch(args: argparse.Namespace) -> int:
         states = run_study(study, runs, folders, options, slot_environments(args.gpus, args.jobs))
         print(format_status(study, runs, states, folders))
         return 0 if all(s.status == Status.DONE for s in states.values()) else 1
+    missing = [c for c in ("sbatch", "srun") if shutil.which(c) is None]
+    if missing:
+        raise StudyFileError(f"submit needs SLURM's sbatch and srun on PATH (missing: {', '.join(missing)}): run it "
+                             f"on the cluster's login node, or use `run` on this machine")
     from nnunetv2_resunet.studies.slurm import submit_study
 
     overrides = {k: getattr(args, k) for k in ("partition", "time", "gpus", "cpus", "mem_gb", "account", "qos",

@@ -19,7 +19,7 @@ from nnunet_workspace import (
 # Trainers of the tiny studies: 1 epoch of 2 iterations (nnunet_workspace's short-run subclasses).
 DEFAULT_SHORT = "nnUNetTrainer_short"
 RESUNET_SHORT = "ResUnetTrainer_v0_1_short"
-# 6 epochs of 2 iterations with a checkpoint after every epoch, to be killed mid-training.
+# 3 epochs of 2 iterations with a checkpoint after every epoch, to be killed mid-training.
 RESUMABLE = "ResUnetTrainer_v0_1_resumable"
 
 
@@ -73,8 +73,8 @@ def study_workspace(tmp_path_factory) -> StudyWorkspace:
     nnunet.add_short_trainer("nnUNetTrainer")
     nnunet.add_short_trainer("ResUnetTrainer_v0_1")
     resumable = SHORT_TRAINER_TEMPLATE.format(base="ResUnetTrainer_v0_1", module="nnunetv2_resunet.training",
-                                              name=RESUMABLE, epochs=6)
-    resumable = resumable.replace("self.num_epochs = 6", "self.num_epochs = 6\n        self.save_every = 1")
+                                              name=RESUMABLE, epochs=3)
+    resumable = resumable.replace("self.num_epochs = 3", "self.num_epochs = 3\n        self.save_every = 1")
     (nnunet.ext_trainers / "resumable.py").write_text(resumable)
     studies = root / "work"
     studies.mkdir()

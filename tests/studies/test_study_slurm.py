@@ -237,3 +237,10 @@ def test_a_resubmission_submits_only_what_is_missing_and_the_jobs_finish_it(stud
     # Everything done: a resubmission submits nothing.
     again = study_workspace.study("submit", study, "--slurm_folder", str(folder), env=env)
     assert "nothing to submit" in again.stdout and len(slurm.jobs) == 3
+
+
+def test_submit_without_slurm_says_so(study_workspace, local_study, tmp_path):
+    env = {**study_workspace.env, "PATH": os.path.dirname(sys.executable)}  # no sbatch, no srun
+    result = study_workspace.study("submit", local_study, env=env, check=False)
+    assert result.returncode == 2
+    assert "submit needs SLURM's sbatch and srun on PATH (missing: sbatch, srun)" in result.stderr
