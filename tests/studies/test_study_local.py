@@ -114,3 +114,16 @@ def test_a_run_held_by_another_invocation_is_left_alone(study_workspace):
                      result.stdout)
     assert not (folder / "study_preprocess_nnUNetPlans_held.log").exists()
     assert not (folder / "nnUNetPlans_held.json").exists()
+
+
+def test_status_names_what_is_missing_before_anything_runs(study_workspace, tmp_path):
+    study = tmp_path / "later.toml"
+    study.write_text('name = "later"\n[[datasets]]\nid = 977\n[[models]]\nconfiguration = "2d"\n'
+                     'trainers = ["nnUNetTrainer"]\n')
+    result = study_workspace.study("status", study, check=False)
+    assert result.returncode == 2
+    assert "dataset 977 is not in $nnUNet_raw" in result.stderr and "convert it first" in result.stderr
+    no_env = {k: v for k, v in study_workspace.env.items() if not k.startswith("nnUNet_")}
+    result = study_workspace.study("status", study, check=False, env=no_env)
+    assert result.returncode == 2
+    assert "set nnU-Net's environment variables first: nnUNet_raw, nnUNet_preprocessed, nnUNet_results" in result.stderr
