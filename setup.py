@@ -45,8 +45,10 @@ setup(
         "h5py>=3.8",
         "tqdm",
         "matplotlib",
-        # nnUNetv2_resunet_study submit: SLURM array jobs with dependencies. 1.5 is the release tested here
-        # (SlurmExecutor's parameters and batch() arrays are stable since 1.2).
+        # nnUNetv2_resunet_study submit: SLURM array jobs with dependencies. submitit writes the sbatch scripts,
+        # submits arrays (executor.batch()), runs a pickled Python call on the node and requeues it at its time
+        # limit; the field's code bases use it, and it brings only cloudpickle and typing_extensions along.
+        # 1.5 is the release tested here (SlurmExecutor's parameters and batch() arrays are stable since 1.2).
         "submitit>=1.2,<2",
         # Study files are TOML: tomllib from Python 3.11, the same parser as tomli before.
         "tomli>=1.1; python_version < '3.11'",
