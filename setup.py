@@ -53,6 +53,13 @@ setup(
         "h5py>=3.8",
         "tqdm",
         "matplotlib",
+        # nnUNetv2_resunet_study submit: SLURM array jobs with dependencies. submitit writes the sbatch scripts,
+        # submits arrays (executor.batch()), runs a pickled Python call on the node and requeues it at its time
+        # limit; the field's code bases use it, and it brings only cloudpickle and typing_extensions along.
+        # 1.5 is the release tested here (SlurmExecutor's parameters and batch() arrays are stable since 1.2).
+        "submitit>=1.2,<2",
+        # Study files are TOML: tomllib from Python 3.11, the same parser as tomli before.
+        "tomli>=1.1; python_version < '3.11'",
     ],
     extras_require={
         "test": ["pytest>=7", "medpy>=0.5", "ruff>=0.5"],
@@ -65,6 +72,7 @@ setup(
             "nnUNetv2_resunet_convert_avt = nnunetv2_resunet.dataset_conversion.convert_avt:main",
             "nnUNetv2_resunet_benchmark = nnunetv2_resunet.benchmarking.cli:main",
             "nnUNetv2_resunet_plan = nnunetv2_resunet.experiment_planning.cli:main",
+            "nnUNetv2_resunet_study = nnunetv2_resunet.studies.cli:main",
         ],
     },
     cmdclass={"build_py": BuildPyWithPth},

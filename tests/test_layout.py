@@ -24,6 +24,8 @@ MAY_IMPORT: dict[str, set[str]] = {
     "experiment_planning": {"architectures"},  # plans for a network's memory
     "benchmarking": {"architectures", "training", "experiment_planning"},
     "dataset_conversion": set(),
+    # drives nnU-Net and our commands as subprocesses; reads only the budget names of training
+    "studies": {"training"},
     "_ext_trainer": set(),  # the .pth hook: runs in every Python process
     "__init__": set(),
 }

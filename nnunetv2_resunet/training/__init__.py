@@ -1,12 +1,13 @@
-"""nnU-Net trainers: ``ResUnetTrainer`` (the base, :mod:`.resunet_trainer`), the named shells (:mod:`.trainers`)
-and the recipe variants (:mod:`.recipes`). nnU-Net finds them by class name through ``nnUNet_extTrainer`` (see
-``nnunetv2_resunet.ext_trainers``); every trainer is importable from here, e.g.
-``from nnunetv2_resunet.training import ResUnetTrainer`` for a user's own subclass.
+"""nnU-Net trainers: ``ResUnetTrainer`` (the base, :mod:`.resunet_trainer`), the named shells (:mod:`.trainers`),
+the recipe variants (:mod:`.recipes`) and every trainer's budget variants (:mod:`.budgets`). nnU-Net finds them by
+class name through ``nnUNet_extTrainer`` (see ``nnunetv2_resunet.ext_trainers``); every trainer is importable from
+here, e.g. ``from nnunetv2_resunet.training import ResUnetTrainer`` for a user's own subclass.
 
 Imports: nnU-Net's training code and ``nnunetv2_resunet.architectures``; nothing from evaluation, planning or
 benchmarking.
 """
 
+from nnunetv2_resunet.training.budgets import EPOCH_BUDGETS, budget_suffix, budget_variants
 from nnunetv2_resunet.training.recipes import ResUnetTrainer_ThesisRecipe
 from nnunetv2_resunet.training.resunet_trainer import ResUnetTrainer, check_2d
 from nnunetv2_resunet.training.trainers import (
@@ -40,4 +41,10 @@ ALL_TRAINERS: tuple[type[ResUnetTrainer], ...] = (
     ResUnetTrainer_ThesisRecipe,
 )
 
-__all__ = ["ALL_TRAINERS", "COMPARISON_TRAINERS", "LADDER_TRAINERS", "check_2d"] + [t.__name__ for t in ALL_TRAINERS]
+# nnU-Net's shorter schedules for each of them, ``<Trainer>_<N>epochs`` (not in ALL_TRAINERS: that lists networks
+# and recipes, as README's trainer table does). Importable from here like the others.
+BUDGET_TRAINERS: dict[str, type[ResUnetTrainer]] = budget_variants(ALL_TRAINERS, module=__name__)
+globals().update(BUDGET_TRAINERS)
+
+__all__ = ["ALL_TRAINERS", "BUDGET_TRAINERS", "COMPARISON_TRAINERS", "EPOCH_BUDGETS", "LADDER_TRAINERS",
+           "budget_suffix", "check_2d", *(t.__name__ for t in ALL_TRAINERS), *BUDGET_TRAINERS]

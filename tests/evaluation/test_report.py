@@ -303,6 +303,24 @@ def test_console_command_on_fake_nnunet_results(tmp_path) -> None:
         _assert_png(out / plot)
 
 
+def test_identifiers_name_one_model_each(tmp_path) -> None:
+    """nnU-Net's 3d_fullres default beside a 2d-only trainer: -c 2d 3d_fullres would ask for ResUnet in 3d too."""
+    env = _fake_tree(tmp_path)
+    results = tmp_path / "results" / DATASET
+    shutil.copytree(results / "nnUNetTrainer__nnUNetPlans__2d", results / "nnUNetTrainer__nnUNetPlans__3d_fullres")
+    out = tmp_path / "report"
+    command = _command() + ["-d", DATASET, "-tr", "ResUnetTrainer__nnUNetPlans__2d",
+                            "nnUNetTrainer__nnUNetPlans__3d_fullres", "-f", "0", "1", "-o", str(out), "--no-plots"]
+    completed = subprocess.run(command, env=env, capture_output=True, text=True, cwd=tmp_path)
+    assert completed.returncode == 0, completed.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert {r["label"] for r in summary["runs"]} == {"ResUnetTrainer 2d (cv)", "nnUNetTrainer 3d_fullres (cv)"}
+    product = _command() + ["-d", DATASET, "-tr", "ResUnetTrainer", "-c", "2d", "3d_fullres", "-o", str(out)]
+    completed = subprocess.run(product, env=env, capture_output=True, text=True, cwd=tmp_path)
+    assert completed.returncode == 1
+    assert "no results folder for ResUnetTrainer nnUNetPlans 3d_fullres" in completed.stderr
+
+
 def test_console_command_missing_validation_case_names_it(tmp_path) -> None:
     env = _fake_tree(tmp_path)
     os.remove(tmp_path / "results" / DATASET / "nnUNetTrainer__nnUNetPlans__2d" / "fold_1" / "validation" / "c3.nii.gz")

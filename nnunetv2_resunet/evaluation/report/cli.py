@@ -45,6 +45,22 @@ def _load_json(path: str) -> dict:
         return json.load(handle)
 
 
+def _identifier(name: str) -> tuple[str, str, str] | None:
+    """``(trainer, plans, configuration)`` of nnU-Net's identifier ``TRAINER__PLANS__CONFIGURATION``, else None."""
+    parts = name.split("__")
+    return (parts[0], parts[1], parts[2]) if len(parts) == 3 and all(parts) else None
+
+
+def _models(trainers: Sequence[str], plans: Sequence[str], configurations: Sequence[str]) -> list[tuple[str, str, str]]:
+    """``(trainer, plans, configuration)`` for each ``-tr``: an identifier names one; a bare trainer name is taken
+    with every ``-p`` and ``-c`` (so nnU-Net's 3d_fullres default can sit beside 2d-only trainers)."""
+    models = []
+    for trainer in trainers:
+        identifier = _identifier(trainer)
+        models += [identifier] if identifier else [(trainer, p, c) for p in plans for c in configurations]
+    return models
+
+
 def _parse_test_pred(
     values: Sequence[str], configurations: Sequence[str], plans: Sequence[str]
 ) -> list[tuple[Run, str]]:
@@ -80,7 +96,9 @@ def build_parser() -> argparse.ArgumentParser:
     folders.add_argument("--name", help="row name for --pred (default: the folder's name)")
     nnunet = parser.add_argument_group("nnU-Net results ($nnUNet_results, $nnUNet_preprocessed)")
     nnunet.add_argument("-d", dest="dataset", help="dataset name or id")
-    nnunet.add_argument("-tr", dest="trainers", nargs="+", default=[], help="trainer class names")
+    nnunet.add_argument("-tr", dest="trainers", nargs="+", default=[],
+                        help="trainer class names (taken with every -p and -c), or nnU-Net's identifiers "
+                             "TRAINER__PLANS__CONFIGURATION (one model each)")
     nnunet.add_argument("-c", dest="configurations", nargs="+", default=[], help="configurations, e.g. 2d")
     nnunet.add_argument("-p", dest="plans", nargs="+", default=["nnUNetPlans"], help="plans identifiers")
     nnunet.add_argument("-f", dest="folds", nargs="+", type=int, default=[0, 1, 2, 3, 4], help="folds (default 0-4)")
@@ -152,8 +170,9 @@ def _plan_from_nnunet(args: argparse.Namespace) -> Plan:
     from nnunetv2.paths import nnUNet_preprocessed, nnUNet_raw, nnUNet_results
     from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_dataset_name
 
-    if args.trainers and not args.configurations:
-        raise ValueError("-tr needs -c (one or more configurations)")
+    bare_trainers = [t for t in args.trainers if _identifier(t) is None]
+    if bare_trainers and not args.configurations:
+        raise ValueError("-tr needs -c (one or more configurations), or nnU-Net's identifiers TRAINER__PLANS__CONFIG")
     if not args.trainers and not args.test_pred:
         raise ValueError("-d needs -tr and -c, or --test-pred")
     dataset_name = maybe_convert_to_dataset_name(args.dataset)
@@ -168,13 +187,11 @@ def _plan_from_nnunet(args: argparse.Namespace) -> Plan:
         splits_file = os.path.join(preprocessed_dir, "splits_final.json")
         splits = _load_json(splits_file) if os.path.isfile(splits_file) else None
         trainer_dirs = []
-        for trainer in args.trainers:
-            for plans in args.plans:
-                for configuration in args.configurations:
-                    trainer_dir = os.path.join(results_dir, f"{trainer}__{plans}__{configuration}")
-                    if not os.path.isdir(trainer_dir):
-                        raise ValueError(f"no results folder for {trainer} {plans} {configuration}: {trainer_dir}")
-                    trainer_dirs.append((Run(trainer, configuration, plans, "cv"), trainer_dir))
+        for trainer, plans, configuration in _models(args.trainers, args.plans, args.configurations):
+            trainer_dir = os.path.join(results_dir, f"{trainer}__{plans}__{configuration}")
+            if not os.path.isdir(trainer_dir):
+                raise ValueError(f"no results folder for {trainer} {plans} {configuration}: {trainer_dir}")
+            trainer_dirs.append((Run(trainer, configuration, plans, "cv"), trainer_dir))
         if dataset_json_path is None:
             candidates = [os.path.join(d, "dataset.json") for _, d in trainer_dirs]
             candidates.append(os.path.join(preprocessed_dir, "dataset.json"))

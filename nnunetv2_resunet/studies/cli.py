@@ -1,0 +1,155 @@
+"""``nnUNetv2_resunet_study``: a whole comparison from one study file.
+
+    nnUNetv2_resunet_study status STUDY.toml            what is done, running, failed (with the log) or waiting
+    nnUNetv2_resunet_study plan STUDY.toml              every run in order, with the command that does what is left
+    nnUNetv2_resunet_study run STUDY.toml [-device cpu] [-gpus 0 1]   the missing runs, on this machine
+    nnUNetv2_resunet_study submit STUDY.toml [-partition gpu -time 24:00:00 ...]   the same, on SLURM
+
+Re-running any of them is safe: finished runs are skipped, interrupted training resumes with nnU-Net's ``--c``,
+finished results are never overwritten, and a run that another invocation holds is left alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import shutil
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from nnunetv2_resunet.studies.runs import NnUNetFolders, build_runs
+from nnunetv2_resunet.studies.state import Status, study_states
+from nnunetv2_resunet.studies.study_file import Study, StudyFileError, load_study
+
+DEFAULT_REPORTS = "results"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="nnUNetv2_resunet_study",
+        description="Run a study (datasets x trainers x folds, test-set predictions and one report) with nnU-Net, "
+                    "on this machine or on SLURM. The state of every run is read from nnU-Net's own files.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{status,plan,run,submit}")
+    helps = {"status": "what is done, running, failed (with the log) or waiting",
+             "plan": "every run in order, with the command that does what is left of it",
+             "run": "execute the missing runs on this machine",
+             "submit": "submit the missing runs to SLURM (through submitit)"}
+    for name, text in helps.items():
+        sub = commands.add_parser(name, help=text, description=text)
+        sub.add_argument("study", help="the study file (TOML), e.g. studies/acdc_ladder.toml")
+        sub.add_argument("-o", dest="reports", default=DEFAULT_REPORTS,
+                         help="folder under which the report goes, as <this>/<study name>/ (default: ./results)")
+        if name in ("plan", "run", "submit"):
+            sub.add_argument("-device", default="cuda", choices=["cuda", "cpu", "mps"],
+                             help="nnU-Net's -device for training and prediction (default cuda)")
+            sub.add_argument("-np", dest="num_processes", type=int, default=None,
+                             help="processes for preprocessing, prediction and the report (default: nnU-Net's, "
+                                  "$nnUNet_def_n_proc or 8)")
+        if name == "run":
+            sub.add_argument("-gpus", nargs="+", default=None, metavar="ID",
+                             help="run one run per listed GPU at a time (CUDA_VISIBLE_DEVICES=ID each)")
+            sub.add_argument("-j", dest="jobs", type=int, default=1,
+                             help="runs at a time without -gpus (default 1; nnU-Net on CPU uses every core)")
+        if name == "submit":
+            slurm = sub.add_argument_group("SLURM resources (override the study file's [slurm] table; a "
+                                           "[slurm.<stage>] table still wins for its stage)")
+            slurm.add_argument("-partition")
+            slurm.add_argument("-time", help="per job: minutes, HH:MM:SS or D-HH:MM:SS (default 24:00:00)")
+            slurm.add_argument("-gpus_per_job", dest="gpus", type=int,
+                               help="GPUs per training/prediction job (default 1)")
+            slurm.add_argument("-cpus", type=int, help="CPUs per job (default 8)")
+            slurm.add_argument("-mem_gb", type=float, help="memory per job in GB")
+            slurm.add_argument("-account")
+            slurm.add_argument("-qos")
+            slurm.add_argument("-constraint")
+            slurm.add_argument("--slurm_folder", default=None,
+                               help="submitit's folder for job scripts and logs (default: "
+                                    "$nnUNet_results/studies/<study name>/slurm)")
+    return parser
+
+
+def options_from(args: argparse.Namespace):
+    from nnunetv2.configuration import default_num_processes
+
+    from nnunetv2_resunet.studies.execute import Options
+
+    return Options(device=args.device, num_processes=args.num_processes or default_num_processes)
+
+
+def check_trainers(study: Study) -> None:
+    """Every trainer must be one nnU-Net's own lookup finds (as nnUNetv2_train will), before anything starts."""
+    from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
+
+    unknown = []
+    for trainer in dict.fromkeys(m.trainer for m in study.models):
+        with contextlib.redirect_stdout(io.StringIO()):
+            try:
+                recursive_find_trainer_class_by_name(trainer)
+            except (RuntimeError, AssertionError):
+                unknown.append(trainer)
+    if unknown:
+        budgets = ""
+        if study.epochs is not None:
+            from nnunetv2_resunet.training.budgets import EPOCH_BUDGETS
+
+            budgets = f" (epochs = {study.epochs}: the budgets nnU-Net and this plugin provide are " \
+                      f"{', '.join(map(str, EPOCH_BUDGETS))})"
+        raise StudyFileError(f"{study.path}: nnU-Net finds no trainer named {', '.join(unknown)}{budgets}")
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    try:
+        sys.exit(dispatch(args))
+    except StudyFileError as error:
+        print(f"nnUNetv2_resunet_study: error: {error}", file=sys.stderr)
+        sys.exit(2)
+
+
+def dispatch(args: argparse.Namespace) -> int:
+    from nnunetv2_resunet.studies.progress import format_plan, format_status
+
+    study = load_study(args.study)
+    folders = NnUNetFolders.from_environment(study, args.reports)
+    runs = build_runs(study, folders)
+    if args.command == "status":
+        print(format_status(study, runs, study_states(runs, folders.raw), folders))
+        return 0
+    options = options_from(args)
+    if args.command == "plan":
+        from nnunetv2_resunet.studies.execute import command_for
+        from nnunetv2_resunet.studies.state import ready
+
+        states = study_states(runs, folders.raw)
+        commands = {r.key: subprocess.list2cmdline(command_for(r, runs, states, folders, options)) for r in runs
+                    if states[r.key].status != Status.DONE and (r.stage != "report" or ready(r, states))}
+        print(format_plan(runs, states, commands, folders))
+        return 0
+    check_trainers(study)
+    if args.command == "run":
+        from nnunetv2_resunet.studies.local import run_study, slot_environments
+
+        states = run_study(study, runs, folders, options, slot_environments(args.gpus, args.jobs))
+        print(format_status(study, runs, states, folders))
+        return 0 if all(s.status == Status.DONE for s in states.values()) else 1
+    missing = [c for c in ("sbatch", "srun") if shutil.which(c) is None]
+    if missing:
+        raise StudyFileError(f"submit needs SLURM's sbatch and srun on PATH (missing: {', '.join(missing)}): run it "
+                             f"on the cluster's login node, or use `run` on this machine")
+    from nnunetv2_resunet.studies.slurm import submit_study
+
+    overrides = {k: getattr(args, k) for k in ("partition", "time", "gpus", "cpus", "mem_gb", "account", "qos",
+                                               "constraint")}
+    slurm_folder = Path(args.slurm_folder) if args.slurm_folder else folders.results / "studies" / study.name / "slurm"
+    submitted = submit_study(study, runs, folders, options, overrides, slurm_folder.absolute())
+    if not submitted:
+        print(f"Study {study.name}: nothing to submit (every run is done, running or needs attention).")
+    for stage, job_id, stage_runs in submitted:
+        print(f"{stage:<10} job {job_id}: {len(stage_runs)} run(s)")
+    if submitted:
+        print(f"submitit logs: {slurm_folder.absolute()}\nWatch: nnUNetv2_resunet_study status {args.study}   or   "
+              f"sacct -j {','.join(job_id for _, job_id, _ in submitted)}")
+    return 0

@@ -1,0 +1,90 @@
+"""A workspace for study tests: the synthetic dataset with a labelled test set, short-run trainers, and one study
+run end to end by the real ``nnUNetv2_resunet_study run`` on CPU (shared by the tests that build on it)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+from nnunet_workspace import (
+    SHORT_TRAINER_TEMPLATE,
+    SYNTHETIC_NAME,
+    NnUNetWorkspace,
+    write_synthetic_case,
+    write_synthetic_dataset,
+)
+
+# Trainers of the tiny studies: 1 epoch of 2 iterations (nnunet_workspace's short-run subclasses).
+DEFAULT_SHORT = "nnUNetTrainer_short"
+RESUNET_SHORT = "ResUnetTrainer_v0_1_short"
+# 3 epochs of 2 iterations with a checkpoint after every epoch, to be killed mid-training.
+RESUMABLE = "ResUnetTrainer_v0_1_resumable"
+
+
+def write_study(folder: Path, name: str, trainers: list[str], folds: list[int] = (0,), dataset_lines: str = "",
+                extra: str = "") -> Path:
+    path = folder / f"{name}.toml"
+    path.write_text(f'name = "{name}"\nfolds = {list(folds)}\n{extra}\n[[datasets]]\nid = 901\n{dataset_lines}\n'
+                    f'[[models]]\nconfiguration = "2d"\ntrainers = {trainers!r}\n'.replace("'", '"'))
+    return path
+
+
+@dataclass
+class StudyWorkspace:
+    nnunet: NnUNetWorkspace
+    studies: Path  # where the tests write study files, and the current folder of the commands (results/ goes here)
+
+    @property
+    def env(self) -> dict[str, str]:
+        # One augmentation worker: 0 would break nnU-Net's planner (it sets torch's threads from it).
+        return {**self.nnunet.env, "nnUNet_n_proc_DA": "1"}
+
+    def study(self, command: str, study: Path, *args: str, check: bool = True, env: dict | None = None):
+        import subprocess
+
+        from nnunet_workspace import console_script
+
+        extra = ("-device", "cpu", "-np", "1") if command in ("run", "plan", "submit") else ()
+        result = subprocess.run([*console_script("nnUNetv2_resunet_study"), command, str(study), *extra, *args],
+                                env=env or self.env, cwd=self.studies, capture_output=True, text=True)
+        if check and result.returncode != 0:
+            raise AssertionError(f"study {command} exited {result.returncode}\n--- stdout ---\n{result.stdout[-6000:]}"
+                                 f"\n--- stderr ---\n{result.stderr[-6000:]}")
+        return result
+
+    def model_dir(self, trainer: str, plans: str = "nnUNetPlans") -> Path:
+        return self.nnunet.results / SYNTHETIC_NAME / f"{trainer}__{plans}__2d"
+
+
+@pytest.fixture(scope="session")
+def study_workspace(tmp_path_factory) -> StudyWorkspace:
+    root = tmp_path_factory.mktemp("studies")
+    nnunet = NnUNetWorkspace(root / "nnunet")
+    base = write_synthetic_dataset(nnunet.raw)
+    # A labelled test set, so that the study's predictions are scored by the report.
+    (base / "labelsTs").mkdir()
+    for image in base.glob("imagesTs/*_0000.nii.gz"):
+        image.unlink()
+    rng = np.random.default_rng(7)
+    for i in range(2):
+        write_synthetic_case(base / "imagesTs", base / "labelsTs", f"test_{i:03d}", rng)
+    nnunet.add_short_trainer("nnUNetTrainer")
+    nnunet.add_short_trainer("ResUnetTrainer_v0_1")
+    resumable = SHORT_TRAINER_TEMPLATE.format(base="ResUnetTrainer_v0_1", module="nnunetv2_resunet.training",
+                                              name=RESUMABLE, epochs=3)
+    resumable = resumable.replace("self.num_epochs = 3", "self.num_epochs = 3\n        self.save_every = 1")
+    (nnunet.ext_trainers / "resumable.py").write_text(resumable)
+    studies = root / "work"
+    studies.mkdir()
+    return StudyWorkspace(nnunet, studies)
+
+
+@pytest.fixture(scope="session")
+def local_study(study_workspace) -> Path:
+    """A study of nnU-Net's default (short run), fold 0 with the test set, run to the end on CPU by
+    ``nnUNetv2_resunet_study run``: preprocess, train, predict, report."""
+    study = write_study(study_workspace.studies, "tiny", [DEFAULT_SHORT])
+    study_workspace.study("run", study)
+    return study

@@ -1,0 +1,127 @@
+"""Study files: what they mean, one clear error per problem naming the file and the key, and the study files we
+ship (parsed, every trainer found by nnU-Net's own lookup, the papers' splits)."""
+
+import contextlib
+import io
+from pathlib import Path
+
+import pytest
+
+from nnunetv2_resunet.studies.study_file import DEFAULT_FOLDS, StudyFileError, load_study
+from nnunetv2_resunet.training import EPOCH_BUDGETS, budget_suffix
+
+SHIPPED = sorted((Path(__file__).resolve().parents[2] / "studies").glob("*.toml"))
+
+MINIMAL = """
+name = "tiny"
+[[datasets]]
+id = 901
+[[models]]
+configuration = "2d"
+trainers = ["nnUNetTrainer", "ResUnetTrainer"]
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "study.toml"
+    path.write_text(text)
+    return path
+
+
+def test_defaults(tmp_path):
+    study = load_study(write(tmp_path, MINIMAL))
+    assert study.name == "tiny" and study.epochs is None
+    (dataset,) = study.datasets
+    assert (dataset.id, dataset.plans, dataset.folds, dataset.planner) == (901, "nnUNetPlans", DEFAULT_FOLDS, "nnunet")
+    assert (dataset.test_images, dataset.test_labels, dataset.test_images_explicit) == ("imagesTs", "labelsTs", False)
+    assert [(m.configuration, m.trainer) for m in study.models] == [("2d", "nnUNetTrainer"), ("2d", "ResUnetTrainer")]
+
+
+@pytest.mark.parametrize("epochs", EPOCH_BUDGETS)
+def test_epochs_name_nnunets_budget_variants(tmp_path, epochs):
+    study = load_study(write(tmp_path, f"epochs = {epochs}\n" + MINIMAL))
+    assert [m.trainer for m in study.models] == [f"nnUNetTrainer{budget_suffix(epochs)}",
+                                                 f"ResUnetTrainer{budget_suffix(epochs)}"]
+
+
+def test_a_study_spanning_datasets_and_configurations(tmp_path):
+    study = load_study(write(tmp_path, """
+name = "two"
+folds = [0, 1]
+[[datasets]]
+id = 801
+[[datasets]]
+id = 812
+folds = [0]
+gpu_memory_target = 24
+plans = "nnUNetPlans_24GB"
+test_images = ""
+[[models]]
+configuration = "2d"
+trainers = ["ResUnetTrainer"]
+[[models]]
+configuration = "3d_fullres"
+trainers = ["nnUNetTrainer"]
+datasets = [801]
+[slurm]
+partition = "gpu"
+time = "2-00:00:00"
+[slurm.preprocess]
+cpus = 32
+"""))
+    first, second = study.datasets
+    assert first.folds == (0, 1) and second.folds == (0,)
+    assert (second.plans, second.gpu_memory_target, second.test_images) == ("nnUNetPlans_24GB", 24, None)
+    assert [m.trainer for m in study.models_for(first)] == ["ResUnetTrainer", "nnUNetTrainer"]
+    assert [m.trainer for m in study.models_for(second)] == ["ResUnetTrainer"]
+    assert study.slurm == {"partition": "gpu", "time": "2-00:00:00", "preprocess": {"cpus": 32}}
+
+
+@pytest.mark.parametrize("text, problem", [
+    ("name = 'x'\n", "datasets: is required"),
+    (MINIMAL.replace('name = "tiny"', 'name = "a b"'), "name: 'a b' must be a folder name"),
+    ("colour = 1\n" + MINIMAL, "the top level: unknown key(s) ['colour']"),
+    (MINIMAL.replace("id = 901", "id = 'ACDC'"), "datasets[0].id: must be int"),
+    (MINIMAL.replace("id = 901", "id = 901\nfolds = [0, 0]"), "datasets[0].folds: a fold is listed twice"),
+    (MINIMAL.replace("id = 901", "id = 901\nplanner = 'mine'"), "datasets[0].planner: must be one of"),
+    (MINIMAL.replace("id = 901", "id = 901\ngpu_memory_target = 4"), "datasets[0].plans: with gpu_memory_target"),
+    (MINIMAL.replace('"ResUnetTrainer"]', '"ResUnetTrainer_5epochs"]').replace("name", "epochs = 5\nname"),
+     "ResUnetTrainer_5epochs already names a budget"),
+    (MINIMAL.replace('trainers = ["nnUNetTrainer", "ResUnetTrainer"]', "trainers = []"),
+     "models[0].trainers: must be a non-empty list"),
+    (MINIMAL + "[[models]]\nconfiguration = '2d'\ntrainers = ['nnUNetTrainer']\n", "nnUNetTrainer 2d is listed twice"),
+    (MINIMAL + "[slurm]\ngpu = 1\n", "slurm.gpu: unknown key"),
+    (MINIMAL + "[slurm.train]\ngpus = 'one'\n", "slurm.train.gpus: must be int"),
+    ("name = [\n", "not a valid TOML file"),
+])
+def test_problems_are_named_with_file_and_key(tmp_path, text, problem):
+    path = write(tmp_path, text)
+    with pytest.raises(StudyFileError) as error:
+        load_study(path)
+    assert str(error.value).startswith(f"{path}: ")
+    assert problem in str(error.value)
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(StudyFileError, match="no such study file"):
+        load_study(tmp_path / "absent.toml")
+
+
+def test_we_ship_the_thesis_studies():
+    names = {p.stem for p in SHIPPED}
+    assert {"thesis_ladder", "thesis_comparisons", "thesis_transformers", "acdc_1epoch"} <= names
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)
+def test_shipped_study_is_valid_and_every_trainer_is_found_by_nnunet(path):
+    from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
+
+    study = load_study(path)
+    assert study.name == path.stem  # results/<name>/ matches the file
+    for trainer in {m.trainer for m in study.models}:
+        with contextlib.redirect_stdout(io.StringIO()):
+            assert recursive_find_trainer_class_by_name(trainer).__name__ == trainer
+    # The papers' splits: ACDC with TransUNet's protocol (one fold), Synapse and AVT with their test sets held out.
+    for dataset in study.datasets:
+        if dataset.id == 812:
+            assert dataset.folds == (0,)

@@ -1,0 +1,129 @@
+"""``nnUNetv2_resunet_study run`` on CPU through nnU-Net's real CLI: a tiny study end to end, re-runs that change
+nothing, a training killed mid-way and resumed (not restarted), and a half-written checkpoint reported, not
+trained over."""
+
+import json
+import os
+import re
+import signal
+import subprocess
+import time
+
+from conftest import DEFAULT_SHORT, RESUMABLE, RESUNET_SHORT, write_study
+from nnunet_workspace import SYNTHETIC_NAME, console_script
+
+from nnunetv2_resunet.studies.locks import RunLock
+from nnunetv2_resunet.studies.state import checkpoint_problem
+
+
+def outputs(root) -> dict[str, float]:
+    """Every file under ``root`` with its modification time."""
+    return {str(p): p.stat().st_mtime for p in root.rglob("*") if p.is_file()}
+
+
+def test_a_study_runs_end_to_end_and_a_rerun_changes_nothing(study_workspace, local_study):
+    model = study_workspace.model_dir(DEFAULT_SHORT)
+    assert (model / "fold_0" / "checkpoint_final.pth").is_file()
+    assert (model / "fold_0" / "validation" / "summary.json").is_file()
+    predictions = model / "predictions_imagesTs_folds_0"
+    assert sorted(p.name for p in predictions.glob("*.nii.gz")) == ["test_000.nii.gz", "test_001.nii.gz"]
+    log = (model / "fold_0" / "study_train.log").read_text()
+    assert "=== command: nnUNetv2_train 901 2d 0 -tr nnUNetTrainer_short -p nnUNetPlans -device cpu\n" in log
+    assert "=== exit code 0 after" in log
+
+    report = study_workspace.studies / "results" / "tiny"
+    summary = json.loads((report / SYNTHETIC_NAME / "summary.json").read_text())
+    assert {r["label"] for r in summary["runs"]} == {f"{DEFAULT_SHORT} 2d (cv)", f"{DEFAULT_SHORT} 2d (test)"}
+    assert (report / SYNTHETIC_NAME / "report.md").is_file() and (report / SYNTHETIC_NAME / "per_case.csv").is_file()
+    assert (report / "tiny.toml").read_text() == local_study.read_text()  # the study file that produced it
+    status = (report / "status.md").read_text()
+    assert re.search(r"train\s+Dataset901_Synthetic\s+nnUNetTrainer_short__nnUNetPlans__2d\s+fold_0\s+done\s+\d+m\d\ds",
+                     status)
+
+    before = outputs(study_workspace.nnunet.root) | outputs(report)
+    rerun = study_workspace.study("run", local_study)
+    assert "start " not in rerun.stderr  # nothing was started
+    assert "6 runs" not in rerun.stdout and "4 runs: 4 done" in rerun.stdout
+    assert outputs(study_workspace.nnunet.root) | outputs(report) == before  # nothing written, nothing overwritten
+    plan = study_workspace.study("plan", local_study).stdout
+    assert "$ " not in plan  # no command left to run
+
+
+def test_a_killed_training_resumes_and_a_cut_short_checkpoint_is_reported(study_workspace, local_study):
+    """SIGKILL to the study (and the nnU-Net process it started) after the first checkpoint; the next run resumes
+    with --c from that epoch. A half-written checkpoint in another fold stops only that fold."""
+    study = write_study(study_workspace.studies, "resume", [RESUMABLE], dataset_lines='test_images = ""')
+    fold0 = study_workspace.model_dir(RESUMABLE) / "fold_0"
+    command = [*console_script("nnUNetv2_resunet_study"), "run", str(study), "-device", "cpu", "-np", "1"]
+    process = subprocess.Popen(command, env=study_workspace.env, cwd=study_workspace.studies, start_new_session=True,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    latest = fold0 / "checkpoint_latest.pth"
+    deadline = time.monotonic() + 600
+    while not (latest.is_file() and checkpoint_problem(latest) is None):
+        assert process.poll() is None, "the study ended before its first checkpoint"
+        assert time.monotonic() < deadline, "no checkpoint within 10 minutes"
+        time.sleep(0.2)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    assert not (fold0 / "checkpoint_final.pth").is_file()
+
+    status = study_workspace.study("status", study).stdout
+    assert re.search(r"fold_0\s+interrupted\s+resumes from checkpoint_latest.pth \(epoch \d of 3 reached\)", status)
+
+    # Fold 1 holds a checkpoint cut short (as a kill during torch.save leaves it).
+    fold1 = fold0.parent / "fold_1"
+    fold1.mkdir()
+    whole = latest.read_bytes()
+    (fold1 / "checkpoint_latest.pth").write_bytes(whole[: len(whole) // 2])
+    study = write_study(study_workspace.studies, "resume", [RESUMABLE], folds=[0, 1], dataset_lines='test_images = ""')
+    status = study_workspace.study("status", study).stdout
+    assert re.search(r"fold_1\s+corrupt\s+\S+fold_1/checkpoint_latest.pth is not a complete checkpoint", status)
+
+    result = study_workspace.study("run", study, "-gpus", "5", check=False)  # one slot, seeing "GPU 5" only
+    assert result.returncode == 1  # not everything is done: fold 1 needs a person
+    assert (fold0 / "checkpoint_final.pth").is_file() and (fold0 / "validation" / "summary.json").is_file()
+    attempts = (fold0 / "study_train.log").read_text().split("=== nnUNetv2_resunet_study")[1:]
+    assert len(attempts) == 2 and "--c" not in attempts[0].splitlines()[1] and attempts[1].splitlines()[1].endswith(
+        "-device cpu --c")
+    assert "CUDA_VISIBLE_DEVICES=5" in attempts[1].splitlines()[2]
+    # nnU-Net's log of the resumed process starts at the epoch it reached, not at epoch 0.
+    newest = max(fold0.glob("training_log_*.txt"), key=lambda p: p.stat().st_mtime)
+    epochs = [int(e) for e in re.findall(r": Epoch (\d+)\s*$", newest.read_text(), flags=re.MULTILINE)]
+    assert epochs and epochs[0] >= 1 and epochs[-1] == 2
+    # The damaged checkpoint is untouched and never trained over.
+    assert (fold1 / "checkpoint_latest.pth").read_bytes() == whole[: len(whole) // 2]
+    assert not list(fold1.glob("training_log_*.txt")) and not (fold1 / "study_train.log").exists()
+    assert re.search(r"fold_0\s+done", result.stdout) and re.search(r"fold_1\s+corrupt", result.stdout)
+    assert re.search(r"report\s+\S+\s+folds 0 1\s+waiting\s+after a finished model", result.stdout)
+
+
+def test_a_run_held_by_another_invocation_is_left_alone(study_workspace):
+    """Another process (here: this test) holds the lock of a study's preprocessing: `run` neither starts it nor
+    what depends on it, and says who holds it."""
+    study = write_study(study_workspace.studies, "held", [RESUNET_SHORT],
+                        dataset_lines='plans = "nnUNetPlans_held"\ngpu_memory_target = 1\ntest_images = ""')
+    folder = study_workspace.nnunet.preprocessed / SYNTHETIC_NAME
+    lock = RunLock(folder / "study_preprocess_nnUNetPlans_held.lock", "preprocess (held by the test)")
+    assert lock.acquire()
+    try:
+        result = study_workspace.study("run", study, check=False)
+    finally:
+        lock.release()
+    assert result.returncode == 1 and "start " not in result.stderr
+    assert re.search(rf"preprocess\s+{SYNTHETIC_NAME}\s+nnUNetPlans_held 2d\s+running\s+\S+ pid {os.getpid()}",
+                     result.stdout)
+    assert not (folder / "study_preprocess_nnUNetPlans_held.log").exists()
+    assert not (folder / "nnUNetPlans_held.json").exists()
+
+
+def test_status_names_what_is_missing_before_anything_runs(study_workspace, tmp_path):
+    study = tmp_path / "later.toml"
+    study.write_text('name = "later"\n[[datasets]]\nid = 977\n[[models]]\nconfiguration = "2d"\n'
+                     'trainers = ["nnUNetTrainer"]\n')
+    result = study_workspace.study("status", study, check=False)
+    assert result.returncode == 2
+    assert "dataset 977 is not in $nnUNet_raw" in result.stderr and "convert it first" in result.stderr
+    no_env = {k: v for k, v in study_workspace.env.items() if not k.startswith("nnUNet_")}
+    result = study_workspace.study("status", study, check=False, env=no_env)
+    assert result.returncode == 2
+    assert "set nnU-Net's environment variables first: nnUNet_raw, nnUNet_preprocessed, nnUNet_results" in result.stderr

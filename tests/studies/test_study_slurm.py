@@ -1,0 +1,246 @@
+"""``nnUNetv2_resunet_study submit`` through submitit, against stand-ins for SLURM's commands that this test writes
+onto PATH: ``sbatch`` records each submission (its #SBATCH flags: array, dependency, resources) and queues it;
+``fake_slurm.py run`` then executes the queue like a scheduler would (a job starts when its dependency is met, each
+array task with the SLURM variables submitit reads, through ``srun``); ``sacct``/``squeue``/``scancel`` answer
+from the same records."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import submitit
+from conftest import DEFAULT_SHORT, RESUNET_SHORT, write_study
+from nnunet_workspace import SYNTHETIC_NAME
+
+FAKE_SLURM = r'''
+import json, os, re, shlex, subprocess, sys
+from pathlib import Path
+
+HERE = Path(__file__).parent
+RECORD = HERE / "jobs.json"
+
+
+def load():
+    return json.loads(RECORD.read_text()) if RECORD.exists() else []
+
+
+def save(jobs):
+    RECORD.write_text(json.dumps(jobs, indent=1))
+
+
+def sbatch(args):
+    script = Path(args[-1])
+    flags = {k: (shlex.split(v)[0] if v else True)
+             for k, v in re.findall(r"^#SBATCH --([\w-]+)(?:=(.*))?$", script.read_text(), re.M)}
+    jobs = load()
+    job_id = str(7000 + len(jobs))
+    jobs.append({"id": job_id, "script": str(script), "flags": flags, "state": "PENDING",
+                 "env": dict(os.environ), "tasks": {}})
+    save(jobs)
+    print(f"Submitted batch job {job_id}")
+
+
+def verdict(job, jobs):
+    """'ready', 'wait' or 'never' for a job's --dependency (afterok / afterany on whole jobs, ',' = all)."""
+    states = {j["id"]: j["state"] for j in jobs}
+    for clause in filter(None, str(job["flags"].get("dependency", "")).split(",")):
+        kind, *ids = clause.split(":")
+        for dep in ids:
+            state = states.get(dep, "UNKNOWN")
+            if state in ("PENDING", "UNKNOWN"):
+                return "wait"
+            if kind == "afterok" and state != "COMPLETED":
+                return "never"
+    return "ready"
+
+
+def task_ids(job):
+    if "array" not in job["flags"]:
+        return [None]
+    first, last = job["flags"]["array"].split("%")[0].split("-")
+    return list(range(int(first), int(last) + 1))
+
+
+def run_queue():
+    jobs = load()
+    progress = True
+    while progress:
+        progress = False
+        for job in jobs:
+            if job["state"] != "PENDING":
+                continue
+            ready = verdict(job, jobs)
+            if ready == "wait":
+                continue
+            progress = True
+            if ready == "never":
+                job["state"] = "CANCELLED"
+                continue
+            codes = {}
+            for task in task_ids(job):
+                env = {**job["env"], "SLURM_JOB_ID": job["id"] if task is None else f"{job['id']}{task:03d}",
+                       "SLURM_NTASKS": "1", "SLURM_PROCID": "0", "SLURM_LOCALID": "0", "SLURM_NODEID": "0",
+                       "SLURM_JOB_NUM_NODES": "1", "SLURM_JOB_NODELIST": "localhost"}
+                if task is not None:
+                    env.update(SLURM_ARRAY_JOB_ID=job["id"], SLURM_ARRAY_TASK_ID=str(task))
+                codes[str(task)] = subprocess.call(["bash", job["script"]], env=env)
+            job["tasks"] = {t: "COMPLETED" if c == 0 else "FAILED" for t, c in codes.items()}
+            job["state"] = "COMPLETED" if not any(codes.values()) else "FAILED"
+            save(jobs)
+    save(jobs)
+
+
+def srun(args):
+    out = err = None
+    while args and args[0].startswith("--"):
+        flag = args.pop(0)
+        if flag in ("--output", "--error"):
+            path = args.pop(0)
+            for key, var in (("%A", "SLURM_ARRAY_JOB_ID"), ("%a", "SLURM_ARRAY_TASK_ID"), ("%j", "SLURM_JOB_ID")):
+                path = path.replace(key, os.environ.get(var, ""))
+            path = path.replace("%t", "0")
+            if flag == "--output":
+                out = path
+            else:
+                err = path
+    with open(out, "a") as stdout, open(err or out, "a") as stderr:
+        sys.exit(subprocess.call(args, stdout=stdout, stderr=stderr))
+
+
+def sacct(args):
+    wanted = [args[i + 1] for i, a in enumerate(args) if a == "-j"]
+    print("JobID|State|NodeList")
+    for job in load():
+        if job["id"] in wanted:
+            for task, state in (job["tasks"] or {"None": job["state"]}).items():
+                print(f"{job['id'] if task == 'None' else job['id'] + '_' + task}|{state}|localhost")
+
+
+def squeue(args):
+    print("JOBID|STATE")
+    for job in load():
+        if job["state"] == "PENDING":
+            print(f"{job['id']}|PENDING")
+
+
+def scancel(args):
+    jobs = load()
+    for job in jobs:
+        if job["id"] in args and job["state"] == "PENDING":
+            job["state"] = "CANCELLED"
+    save(jobs)
+
+
+if __name__ == "__main__":
+    {"sbatch": sbatch, "run": lambda a: run_queue(), "srun": srun, "sacct": sacct, "squeue": squeue,
+     "scancel": scancel}[sys.argv[1]](sys.argv[2:])
+'''
+
+
+class FakeSlurm:
+    """The stand-ins in a folder put first on PATH; their records in ``jobs.json``."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        folder.mkdir()
+        (folder / "fake_slurm.py").write_text(FAKE_SLURM)
+        for command in ("sbatch", "srun", "sacct", "squeue", "scancel"):
+            script = folder / command
+            script.write_text(f'#!/bin/sh\nexec "{sys.executable}" "{folder / "fake_slurm.py"}" {command} "$@"\n')
+            script.chmod(0o755)
+
+    def env(self, base: dict[str, str]) -> dict[str, str]:
+        return {**base, "PATH": f"{self.folder}{os.pathsep}{base['PATH']}"}
+
+    @property
+    def jobs(self) -> list[dict]:
+        path = self.folder / "jobs.json"
+        return json.loads(path.read_text()) if path.exists() else []
+
+    def run_queue(self) -> None:
+        subprocess.run([sys.executable, str(self.folder / "fake_slurm.py"), "run"], check=True)
+
+
+def submitted_keys(slurm_folder: Path, job: dict) -> list[str]:
+    """The run keys the tasks of a recorded job execute, read back through submitit from what it pickled."""
+    ids = [job["id"]] if "array" not in job["flags"] else [f"{job['id']}_{t}" for t in range(
+        int(job["flags"]["array"].split("%")[0].split("-")[1]) + 1)]
+    return [submitit.SlurmJob(slurm_folder / "%j", i).submission().args[1] for i in ids]
+
+
+def test_submit_chains_stages_as_arrays_with_dependencies(study_workspace, tmp_path):
+    """A study that needs everything, on plans of its own: one array job per stage, each after the one before it,
+    resources from the study file and the command line. Submitted only (the next test executes a submission)."""
+    slurm = FakeSlurm(tmp_path / "bin")
+    study = write_study(study_workspace.studies, "chain", [DEFAULT_SHORT, RESUNET_SHORT], folds=[0, 1],
+                        dataset_lines='plans = "nnUNetPlans_chain"\ngpu_memory_target = 1',
+                        extra='[slurm]\npartition = "gpu"\nmem_gb = 16\nsetup = ["echo setup"]\n'
+                              '[slurm.report]\ntime = 30\n')
+    folder = tmp_path / "submitit"
+    result = study_workspace.study("submit", study, "-time", "90", "--slurm_folder", str(folder),
+                                   env=slurm.env(study_workspace.env))
+    preprocess, train, predict, report = slurm.jobs
+    assert [j["flags"]["job-name"] for j in slurm.jobs] == ["chain:preprocess", "chain:train", "chain:predict",
+                                                            "chain:report"]
+    assert "array" not in preprocess["flags"] and train["flags"]["array"] == "0-3%4"
+    assert predict["flags"]["array"] == "0-1%2" and "array" not in report["flags"]
+    assert "dependency" not in preprocess["flags"]
+    assert train["flags"]["dependency"] == f"afterok:{preprocess['id']}"
+    assert predict["flags"]["dependency"] == f"afterany:{train['id']}"
+    assert report["flags"]["dependency"] == f"afterany:{train['id']}:{predict['id']}"
+    assert all(j["flags"].get("kill-on-invalid-dep") == "yes" for j in (train, predict, report))
+    assert {j["flags"]["partition"] for j in slurm.jobs} == {"gpu"}
+    assert [j["flags"]["time"] for j in slurm.jobs] == ["90", "90", "90", "30"]  # -time, then [slurm.report]
+    assert [j["flags"].get("gpus-per-node") for j in slurm.jobs] == [None, "1", "1", None]
+    assert {j["flags"]["mem"] for j in slurm.jobs} == {"16384MB"}
+    assert "echo setup" in Path(train["script"]).read_text()
+    # What each task runs: one run of the study each, in the order of the status table.
+    assert submitted_keys(folder, train) == [f"train {SYNTHETIC_NAME} {t}__nnUNetPlans_chain__2d fold_{f}"
+                                             for t in (DEFAULT_SHORT, RESUNET_SHORT) for f in (0, 1)]
+    assert submitted_keys(folder, preprocess) == [f"preprocess {SYNTHETIC_NAME} nnUNetPlans_chain"]
+    assert f"{'train':<10} job {train['id']}: 4 run(s)" in result.stdout
+
+
+@pytest.fixture
+def slurm_study(study_workspace, local_study, tmp_path):
+    """The local study's models plus ResUnet v0.1 (a study of its own sharing the nnU-Net folders), submitted to the
+    stand-in SLURM and executed by it."""
+    slurm = FakeSlurm(tmp_path / "bin")
+    study = write_study(study_workspace.studies, "tiny_slurm", [DEFAULT_SHORT, RESUNET_SHORT])
+    folder = tmp_path / "submitit"
+    env = slurm.env(study_workspace.env)
+    study_workspace.study("submit", study, "--slurm_folder", str(folder), env=env)
+    submitted = slurm.jobs
+    slurm.run_queue()
+    return study, slurm, folder, submitted, env
+
+
+def test_a_resubmission_submits_only_what_is_missing_and_the_jobs_finish_it(study_workspace, slurm_study):
+    study, slurm, folder, submitted, env = slurm_study
+    # Preprocessing and nnU-Net's default are done: only ResUnet's training and prediction, and the report.
+    assert [(j["flags"]["job-name"], "array" in j["flags"]) for j in submitted] == [
+        ("tiny_slurm:train", False), ("tiny_slurm:predict", False), ("tiny_slurm:report", False)]
+    assert submitted_keys(folder, submitted[0]) == [f"train {SYNTHETIC_NAME} {RESUNET_SHORT}__nnUNetPlans__2d fold_0"]
+    # The queue ran them in order, each through srun and submitit, on this machine.
+    assert [j["state"] for j in slurm.jobs] == ["COMPLETED"] * 3
+    train_job = submitit.SlurmJob(folder / "%j", submitted[0]["id"])
+    assert train_job.result() == "done"  # what StudyJob returned, read back by submitit through sacct's records
+    log = (study_workspace.model_dir(RESUNET_SHORT) / "fold_0" / "study_train.log").read_text()
+    assert "=== exit code 0 after" in log
+    report = study_workspace.studies / "results" / "tiny_slurm" / SYNTHETIC_NAME
+    summary = json.loads((report / "summary.json").read_text())
+    assert {r["label"] for r in summary["runs"]} == {f"{t} 2d ({s})" for t in (DEFAULT_SHORT, RESUNET_SHORT)
+                                                    for s in ("cv", "test")}
+    # Everything done: a resubmission submits nothing.
+    again = study_workspace.study("submit", study, "--slurm_folder", str(folder), env=env)
+    assert "nothing to submit" in again.stdout and len(slurm.jobs) == 3
+
+
+def test_submit_without_slurm_says_so(study_workspace, local_study, tmp_path):
+    env = {**study_workspace.env, "PATH": os.path.dirname(sys.executable)}  # no sbatch, no srun
+    result = study_workspace.study("submit", local_study, env=env, check=False)
+    assert result.returncode == 2
+    assert "submit needs SLURM's sbatch and srun on PATH (missing: sbatch, srun)" in result.stderr
