@@ -11,7 +11,8 @@ all 15 sums of subsets of them (MUTATION) and predicts with the sum of all four.
 output is that sum (with deep supervision off it is the only output, so nnU-Net predicts like EMCAD), and deep
 supervision adds the heads at strides 4, 8 and 16, which nnU-Net's loss pairs with downsampled targets. The 1/32
 head enters the sum only: nnU-Net gives its lowest-resolution output weight 0 anyway, and at 1/32 a patch under
-16 pixels would have no target pixel (every network here keeps its deep-supervision strides at 16 or below). Module names and the official ``'normal'`` initialisation (convs N(0, 0.02), BatchNorm 1 and 0) follow
+16 pixels would have no target pixel (every network here keeps its deep-supervision strides at 16 or below).
+Module names and the official ``'normal'`` initialisation (convs N(0, 0.02), BatchNorm 1 and 0) follow
 ``lib/decoders.py``.
 """
 
