@@ -23,7 +23,7 @@ from timm.layers import trunc_normal_
 from timm.models.swin_transformer import SwinTransformerBlock
 from torch import nn
 
-from nnunetv2_resunet.architectures.precision import fp16_safe_autocast
+from nnunetv2_resunet.architectures.precision import fp16_safe_autocast, leave_bf16
 
 
 class PatchExpand(nn.Module):
@@ -129,10 +129,10 @@ class SwinUnetDecoder(nn.Module):
                 if stage.upsample is not None:
                     x = stage.upsample(x)
             final = self.up(x)
-        final = self.seg_layers[-1](final.permute(0, 3, 1, 2))
+        final = self.seg_layers[-1](leave_bf16(final.permute(0, 3, 1, 2)))
         if not self.deep_supervision:
             return final
-        heads = [head(out.permute(0, 3, 1, 2)) for head, out in zip(self.seg_layers[:-1], stage_outputs)]
+        heads = [head(leave_bf16(out.permute(0, 3, 1, 2))) for head, out in zip(self.seg_layers[:-1], stage_outputs)]
         return [final, *reversed(heads)]
 
 

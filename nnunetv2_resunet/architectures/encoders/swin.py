@@ -22,7 +22,7 @@ import timm
 import torch
 from torch import nn
 
-from nnunetv2_resunet.architectures.precision import fp16_safe_autocast
+from nnunetv2_resunet.architectures.precision import fp16_safe_autocast, leave_bf16
 
 # The last stage's input is no skip of Swin-Unet; the features are the skips, then the bottleneck.
 SKIP_STAGES = (1, 2)
@@ -75,4 +75,4 @@ class SwinEncoder(nn.Module):
                     features[f"layers.{index}.downsample"] = x
                 x = stage.blocks(x)
             features["norm"] = self.swin.norm(x)
-        return {name: feature.permute(0, 3, 1, 2) for name, feature in features.items()}
+        return {name: leave_bf16(feature.permute(0, 3, 1, 2)) for name, feature in features.items()}

@@ -21,7 +21,7 @@ import timm
 import torch
 from torch import nn
 
-from nnunetv2_resunet.architectures.precision import fp16_safe_autocast
+from nnunetv2_resunet.architectures.precision import fp16_safe_autocast, leave_bf16
 
 
 class TimmEncoder(nn.Module):
@@ -64,4 +64,4 @@ class TimmEncoder(nn.Module):
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         with fp16_safe_autocast(x.device.type):
             features = self.model(x)
-        return dict(zip(self.feature_names, features))
+        return {name: leave_bf16(feature) for name, feature in zip(self.feature_names, features)}

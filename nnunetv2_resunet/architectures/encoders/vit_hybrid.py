@@ -32,7 +32,7 @@ from timm.models.resnetv2 import ResNetV2
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
-from nnunetv2_resunet.architectures.precision import fp16_safe_autocast
+from nnunetv2_resunet.architectures.precision import fp16_safe_autocast, leave_bf16
 
 # TransUNet's R50 (vit_seg_modeling_resnet_skip.py) and ViT-B/16 (vit_seg_configs.get_r50_b16_config).
 R50_LAYERS = (3, 4, 9)
@@ -119,4 +119,5 @@ class ViTHybridEncoder(nn.Module):
             tokens = self.vit.pos_drop(tokens + position_embedding_for(self.vit.pos_embed, self.grid, grid))
             tokens = self.vit.norm(self.vit.blocks(tokens))
             transformer = tokens.transpose(1, 2).reshape(tokens.shape[0], VIT_WIDTH, *grid)
-        return {"root": root, "block1": block1, "block2": block2, "transformer": transformer}
+        features = {"root": root, "block1": block1, "block2": block2, "transformer": transformer}
+        return {name: leave_bf16(feature) for name, feature in features.items()}
