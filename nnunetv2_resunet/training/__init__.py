@@ -7,14 +7,17 @@ Imports: nnU-Net's training code and ``nnunetv2_resunet.architectures``; nothing
 benchmarking.
 """
 
-from nnunetv2_resunet.training.recipes import ResUnetTrainer_ThesisRecipe
+from nnunetv2_resunet.training.recipes import ResUnetTrainer_ThesisRecipe, TransformerRecipeTrainer
 from nnunetv2_resunet.training.resunet_trainer import ResUnetTrainer, check_2d
 from nnunetv2_resunet.training.trainers import (
     COMPARISON_TRAINERS,
     LADDER_TRAINERS,
+    TRANSFORMER_TRAINERS,
     ClassicUNetTrainer,
+    EMCADTrainer,
     ResidualUNetTrainer,
     ResidualUNetTrainer_SpatialAttention,
+    ResUnetTrainer_PVTv2B2,
     ResUnetTrainer_R50,
     ResUnetTrainer_v0_1,
     ResUnetTrainer_v0_2,
@@ -24,20 +27,24 @@ from nnunetv2_resunet.training.trainers import (
     ResUnetTrainer_v0_6,
     ResUnetTrainer_v0_7,
     ResUnetTrainer_v1_0,
+    SwinUnetTrainer,
+    TransUNetTrainer,
     UNet3PlusTrainer_R34,
     UNetPlusPlusTrainer_R34,
     UNetTrainer_R34,
 )
 
 # Every trainer of the plugin, in the order of the trainer table: v1.0, the ladder, the comparison models, the
-# recipe variants.
+# transformer baselines, the recipe variants. (TransformerRecipeTrainer is a base, not a trainer of its own.)
 ALL_TRAINERS: tuple[type[ResUnetTrainer], ...] = (
     ResUnetTrainer,
     ResUnetTrainer_v0_1, ResUnetTrainer_v0_2, ResUnetTrainer_v0_3, ResUnetTrainer_v0_4, ResUnetTrainer_v0_5,
     ResUnetTrainer_v0_6, ResUnetTrainer_v0_7, ResUnetTrainer_v1_0,
     ResUnetTrainer_R50, UNetTrainer_R34, UNetPlusPlusTrainer_R34, UNet3PlusTrainer_R34, ClassicUNetTrainer,
     ResidualUNetTrainer, ResidualUNetTrainer_SpatialAttention,
+    TransUNetTrainer, SwinUnetTrainer, EMCADTrainer, ResUnetTrainer_PVTv2B2,
     ResUnetTrainer_ThesisRecipe,
 )
 
-__all__ = ["ALL_TRAINERS", "COMPARISON_TRAINERS", "LADDER_TRAINERS", "check_2d"] + [t.__name__ for t in ALL_TRAINERS]
+__all__ = ["ALL_TRAINERS", "COMPARISON_TRAINERS", "LADDER_TRAINERS", "TRANSFORMER_TRAINERS", "TransformerRecipeTrainer",
+           "check_2d"] + [t.__name__ for t in ALL_TRAINERS]
