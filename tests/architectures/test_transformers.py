@@ -132,8 +132,8 @@ def test_fp16_autocast_runs_the_transformer_parts_in_bf16(name):
     """Under nnU-Net's fp16 autocast the transformer parts compute in bf16 (fp32's range); the convolutional
     decoders stay fp16. Outside autocast everything stays fp32."""
     torch.manual_seed(0)
-    network = build_network(TRANSFORMERS[name], 1, 3, patch_size=(64, 64)).eval()
-    x = torch.randn(1, 1, 64, 64)
+    network = build_network(TRANSFORMERS[name], 1, 3, patch_size=(32, 32)).eval()
+    x = torch.randn(1, 1, 32, 32)
     fp16 = _output_dtypes(network, x, torch.float16)
     assert {dtype for _, dtype in fp16["encoder"]} == {torch.bfloat16}
     transformer_decoder = name == "swin_unet"
