@@ -44,7 +44,13 @@ setup(
         # The trainer API (build_network_architecture's signature, the extTrainer lookup) changed across
         # releases; 2.8.1 is the release this plugin is tested against.
         "nnunetv2>=2.8.1,<2.9",
-        "torch>=2.1",
+        # 2.4: autocast introspection per device (torch.is_autocast_enabled(device_type), get_autocast_dtype),
+        # which keeps the transformers finite under nnU-Net's fp16 autocast.
+        "torch>=2.4",
+        # The transformer encoders are timm's: 1.0.22 is the release tested (VisionTransformer, HybridEmbed,
+        # ResNetV2, SwinTransformer with strict_img_size=False, pvt_v2 with forward_intermediates, their
+        # checkpoint_filter_fn and vision_transformer._load_weights in the tests).
+        "timm>=1.0.22,<1.1",
         "dynamic-network-architectures>=0.4",
         "batchgenerators>=0.25",
         "SimpleITK>=2.2",
@@ -73,6 +79,7 @@ setup(
             "nnUNetv2_resunet_benchmark = nnunetv2_resunet.benchmarking.cli:main",
             "nnUNetv2_resunet_plan = nnunetv2_resunet.experiment_planning.cli:main",
             "nnUNetv2_resunet_study = nnunetv2_resunet.studies.cli:main",
+            "nnUNetv2_resunet_init_weights = nnunetv2_resunet.training.init_weights:main",
         ],
     },
     cmdclass={"build_py": BuildPyWithPth},

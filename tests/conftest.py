@@ -20,3 +20,19 @@ def nnunet_workspace(tmp_path_factory) -> NnUNetWorkspace:
     workspace.run("nnUNetv2_plan_and_preprocess", "-d", SYNTHETIC_ID, "-c", "2d", "-np", "1", "-npfp", "1",
                   "--verify_dataset_integrity")
     return workspace
+
+
+@pytest.fixture(scope="session")
+def published_file(tmp_path_factory):
+    """``published_file(kind)``: the synthetic file of a released format (``published_files.py``), written once."""
+    from published_files import write_published_file
+
+    folder = tmp_path_factory.mktemp("published")
+    written = {}
+
+    def get(kind: str):
+        if kind not in written:
+            written[kind] = write_published_file(kind, folder)
+        return written[kind]
+
+    return get

@@ -28,6 +28,8 @@ class SegmentationNetwork(nn.Module):
 
     encoder: nn.Module
     decoder: nn.Module
+    # Whether the network is sized by the planned patch (``build_network`` then passes ``patch_size``).
+    NEEDS_PATCH_SIZE = False
 
     def __init__(self, input_channels: int, num_classes: int, config):
         super().__init__()

@@ -60,7 +60,8 @@ class ResUnetConfig:
         decoder_widths: Output width of the ResUnet decoder's stages that fuse layer3, layer2, layer1 and the stem
             (only the ``"resunet"`` decoder reads it; the others derive their widths, see the module docstring).
         final_width: Width of the full-resolution stage after the stem's stage.
-        imagenet_init: Initialise the encoder from a local torchvision ImageNet checkpoint (see ``pretrained``).
+        imagenet_init: The variant is defined by an ImageNet-pretrained encoder: its trainer refuses to train from
+            scratch (the weights come with nnU-Net's ``-pretrained_weights``, see ``pretrained/``).
         block: The encoder's residual block, ``"basic"`` (ResNet-18/34) or ``"bottleneck"`` (ResNet-50/101/152).
         decoder: One of ``DECODERS``: ``"resunet"`` (the ladder's), ``"unet"`` (classic U-Net decoder),
             ``"unetpp"`` (UNet++), ``"unet3p"`` (UNet3+).

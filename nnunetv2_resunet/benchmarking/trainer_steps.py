@@ -101,13 +101,15 @@ def make_batch(trainer, batch_size: int, device: torch.device,
 
 
 def training_step(trainer, data: torch.Tensor, target, autocast_dtype: torch.dtype | None) -> Callable[[], object]:
-    """One optimisation step. ``None``: nnU-Net's own ``train_step`` (autocast fp16 + GradScaler on CUDA, plain fp32
-    on CPU). A dtype: the same step (zero_grad, forward, loss, backward, clip to 12, SGD step) under autocast with
-    that dtype; the GradScaler only for fp16, as bf16 needs none."""
+    """One optimisation step. ``None``: the trainer's own ``train_step`` (nnU-Net's: autocast fp16 + GradScaler on
+    CUDA, plain fp32 on CPU). A dtype: the same step (zero_grad, forward, loss, backward, clip to the trainer's
+    ``gradient_clip``, nnU-Net's 12 by default, optimizer step) under autocast with that dtype; the GradScaler only
+    for fp16, as bf16 needs none."""
     if autocast_dtype is None:
         return lambda: trainer.train_step({"data": data, "target": target})
 
     scaler = trainer.grad_scaler if autocast_dtype == torch.float16 else None
+    clip = getattr(trainer, "gradient_clip", 12)
 
     def step() -> float:
         trainer.optimizer.zero_grad(set_to_none=True)
@@ -116,12 +118,12 @@ def training_step(trainer, data: torch.Tensor, target, autocast_dtype: torch.dty
         if scaler is not None:
             scaler.scale(loss).backward()
             scaler.unscale_(trainer.optimizer)
-            torch.nn.utils.clip_grad_norm_(trainer.network.parameters(), 12)
+            torch.nn.utils.clip_grad_norm_(trainer.network.parameters(), clip)
             scaler.step(trainer.optimizer)
             scaler.update()
         else:
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(trainer.network.parameters(), 12)
+            torch.nn.utils.clip_grad_norm_(trainer.network.parameters(), clip)
             trainer.optimizer.step()
         return loss.detach().cpu().item()
 

@@ -20,7 +20,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from nnunetv2_resunet.architectures.registry import NetworkConfig, build_network
-from nnunetv2_resunet.training import ALL_TRAINERS, ResUnetTrainer_ThesisRecipe
+from nnunetv2_resunet.training import ALL_TRAINERS
 
 # The thesis's 224 x 224 slices, and Synapse's 8 organs plus background.
 DEFAULT_PATCH_SIZE = (224, 224)
@@ -53,7 +53,8 @@ def measure(config: NetworkConfig, patch_size: Sequence[int], input_channels: in
     if len(patch_size) != 2 or min(patch_size) < 1:
         raise ValueError(f"patch_size must be (H, W) with positive entries, got {tuple(patch_size)}")
     with torch.device("meta"):
-        network = build_network(config, input_channels, num_classes, deep_supervision=False).eval()
+        network = build_network(config, input_channels, num_classes, deep_supervision=False,
+                                patch_size=patch_size).eval()
         x = torch.empty(1, input_channels, *patch_size)
     counter = FlopCounterMode(display=False)
     with counter, torch.no_grad():
@@ -68,8 +69,8 @@ def trainer_stats(patch_size: Sequence[int] = DEFAULT_PATCH_SIZE, input_channels
     for trainer in ALL_TRAINERS:
         config = trainer.resunet_config
         parameters, flops, strides = measure(config, patch_size, input_channels, num_classes)
-        recipe = "thesis" if issubclass(trainer, ResUnetTrainer_ThesisRecipe) else "nnU-Net"
-        rows.append(ModelStats(trainer.__name__, config.name, config.change, recipe, parameters, flops, strides))
+        rows.append(ModelStats(trainer.__name__, config.name, config.change, trainer.recipe, parameters, flops,
+                               strides))
     return rows
 
 

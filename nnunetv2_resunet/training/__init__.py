@@ -8,14 +8,17 @@ benchmarking.
 """
 
 from nnunetv2_resunet.training.budgets import EPOCH_BUDGETS, budget_suffix, budget_variants
-from nnunetv2_resunet.training.recipes import ResUnetTrainer_ThesisRecipe
+from nnunetv2_resunet.training.recipes import ResUnetTrainer_ThesisRecipe, TransformerRecipeTrainer
 from nnunetv2_resunet.training.resunet_trainer import ResUnetTrainer, check_2d
 from nnunetv2_resunet.training.trainers import (
     COMPARISON_TRAINERS,
     LADDER_TRAINERS,
+    TRANSFORMER_TRAINERS,
     ClassicUNetTrainer,
+    EMCADTrainer,
     ResidualUNetTrainer,
     ResidualUNetTrainer_SpatialAttention,
+    ResUnetTrainer_PVTv2B2,
     ResUnetTrainer_R50,
     ResUnetTrainer_v0_1,
     ResUnetTrainer_v0_2,
@@ -25,19 +28,22 @@ from nnunetv2_resunet.training.trainers import (
     ResUnetTrainer_v0_6,
     ResUnetTrainer_v0_7,
     ResUnetTrainer_v1_0,
+    SwinUnetTrainer,
+    TransUNetTrainer,
     UNet3PlusTrainer_R34,
     UNetPlusPlusTrainer_R34,
     UNetTrainer_R34,
 )
 
 # Every trainer of the plugin, in the order of the trainer table: v1.0, the ladder, the comparison models, the
-# recipe variants.
+# transformer baselines, the recipe variants. (TransformerRecipeTrainer is a base, not a trainer of its own.)
 ALL_TRAINERS: tuple[type[ResUnetTrainer], ...] = (
     ResUnetTrainer,
     ResUnetTrainer_v0_1, ResUnetTrainer_v0_2, ResUnetTrainer_v0_3, ResUnetTrainer_v0_4, ResUnetTrainer_v0_5,
     ResUnetTrainer_v0_6, ResUnetTrainer_v0_7, ResUnetTrainer_v1_0,
     ResUnetTrainer_R50, UNetTrainer_R34, UNetPlusPlusTrainer_R34, UNet3PlusTrainer_R34, ClassicUNetTrainer,
     ResidualUNetTrainer, ResidualUNetTrainer_SpatialAttention,
+    TransUNetTrainer, SwinUnetTrainer, EMCADTrainer, ResUnetTrainer_PVTv2B2,
     ResUnetTrainer_ThesisRecipe,
 )
 
@@ -47,4 +53,5 @@ BUDGET_TRAINERS: dict[str, type[ResUnetTrainer]] = budget_variants(ALL_TRAINERS,
 globals().update(BUDGET_TRAINERS)
 
 __all__ = ["ALL_TRAINERS", "BUDGET_TRAINERS", "COMPARISON_TRAINERS", "EPOCH_BUDGETS", "LADDER_TRAINERS",
-           "budget_suffix", "check_2d", *(t.__name__ for t in ALL_TRAINERS), *BUDGET_TRAINERS]
+           "TRANSFORMER_TRAINERS", "TransformerRecipeTrainer", "budget_suffix", "check_2d",
+           *(t.__name__ for t in ALL_TRAINERS), *BUDGET_TRAINERS]

@@ -1,14 +1,20 @@
 """Recipe variants: trainers that keep a network and change how nnU-Net trains it.
 
 ``ResUnetTrainer_ThesisRecipe`` keeps ResUnet v1.0 and trains it with the thesis's loss and optimiser, to separate
-what the architecture contributes from what the recipe does.
+what the architecture contributes from what the recipe does. ``TransformerRecipeTrainer`` is the base of the
+transformer baselines: nnU-Net's SGD at 1e-2 makes Swin-Unet diverge (nnU-Net issue #2197, where nnU-Net's
+maintainers train it with AdamW at 1e-4), so these trainers use AdamW with a linear warm-up into nnU-Net's poly
+schedule and gradient clipping, as nnU-Net's own transformer trainers (Primus) do.
 """
+
+import math
 
 import torch
 from nnunetv2.training.loss.compound_losses import DC_and_BCE_loss, DC_and_CE_loss
 from nnunetv2.training.loss.dice import MemoryEfficientSoftDiceLoss
 from nnunetv2.training.lr_scheduler.polylr import PolyLRScheduler
-from torch import nn
+from nnunetv2.utilities.helpers import dummy_context
+from torch import autocast, nn
 
 from nnunetv2_resunet.training.resunet_trainer import ResUnetTrainer
 
@@ -22,6 +28,7 @@ class ResUnetTrainer_ThesisRecipe(ResUnetTrainer):
     data and augmentation.
     """
 
+    recipe = "thesis"
     ce_weight = 0.4
     dice_weight = 0.6
     momentum = 0.9
@@ -53,3 +60,84 @@ class ResUnetTrainer_ThesisRecipe(ResUnetTrainer):
                                     weight_decay=self.weight_decay)
         lr_scheduler = PolyLRScheduler(optimizer, self.initial_lr, self.num_epochs)
         return optimizer, lr_scheduler
+
+
+class WarmupPolyLRScheduler(PolyLRScheduler):
+    """nnU-Net's poly schedule after a linear warm-up, in one scheduler that nnU-Net steps per epoch.
+
+    Epoch ``e < warmup_steps`` trains at ``initial_lr * (e + 1) / warmup_steps``; afterwards the learning rate falls
+    as nnU-Net's ``PolyLRScheduler`` over the remaining epochs, ``initial_lr * (1 - (e - w) / (max - w)) ** 0.9``
+    (nnU-Net's ``Lin_incr_LRScheduler`` then ``PolyLRScheduler_offset``, without switching schedulers). The rate
+    depends on the step alone, so resuming (``--c``) restores it.
+    """
+
+    def __init__(self, optimizer, initial_lr: float, max_steps: int, warmup_steps: int, exponent: float = 0.9):
+        self.warmup_steps = warmup_steps
+        super().__init__(optimizer, initial_lr, max_steps, exponent)
+
+    def step(self, current_step=None):
+        if current_step is None or current_step == -1:
+            current_step = self.ctr
+            self.ctr += 1
+        if current_step < self.warmup_steps:
+            new_lr = self.initial_lr * (current_step + 1) / self.warmup_steps
+        else:
+            progress = (current_step - self.warmup_steps) / max(self.max_steps - self.warmup_steps, 1)
+            new_lr = self.initial_lr * (1 - progress) ** self.exponent
+        for param_group in self.optimizer.param_groups:
+            param_group["lr"] = new_lr
+        self._last_lr = [group["lr"] for group in self.optimizer.param_groups]
+
+
+class TransformerRecipeTrainer(ResUnetTrainer):
+    """The recipe of the transformer baselines: AdamW, warm-up, nnU-Net's poly schedule, gradient clipping at 1.
+
+    AdamW at 1e-4 (nnU-Net's maintainers for Swin-Unet in issue #2197; EMCAD's own rate), weight decay 1e-4 (the
+    value of all three papers), PyTorch's betas; the learning rate rises linearly over the first 5 % of the epochs
+    (50 of nnU-Net's 1000, as nnU-Net's warm-up and Primus trainers) and then follows nnU-Net's poly schedule;
+    gradients are clipped to norm 1 (Primus). Loss, deep supervision, data, augmentation and epochs stay nnU-Net's.
+    Not a runnable trainer by itself: the named shells in :mod:`.trainers` give it a network.
+    """
+
+    recipe = "AdamW (transformers)"
+    warmup_fraction = 0.05
+    gradient_clip = 1.0
+
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device("cuda")):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        self.initial_lr = 1e-4
+        self.weight_decay = 1e-4
+
+    @property
+    def warmup_epochs(self) -> int:
+        """Epochs of linear warm-up: 5 % of ``num_epochs`` (read when the optimizer is built, so a subclass that
+        changes ``num_epochs`` in its ``__init__`` gets its own)."""
+        return max(1, math.ceil(self.warmup_fraction * self.num_epochs))
+
+    def configure_optimizers(self):
+        optimizer = torch.optim.AdamW(self.network.parameters(), lr=self.initial_lr, weight_decay=self.weight_decay)
+        lr_scheduler = WarmupPolyLRScheduler(optimizer, self.initial_lr, self.num_epochs, self.warmup_epochs)
+        return optimizer, lr_scheduler
+
+    def train_step(self, batch: dict) -> dict:
+        """nnU-Net 2.8's ``train_step`` with gradients clipped to ``gradient_clip`` instead of 12."""
+        data = batch["data"].to(self.device, non_blocking=True)
+        target = batch["target"]
+        target = ([t.to(self.device, non_blocking=True) for t in target] if isinstance(target, list)
+                  else target.to(self.device, non_blocking=True))
+        self.optimizer.zero_grad(set_to_none=True)
+        with autocast(self.device.type, enabled=True) if self.device.type == "cuda" else dummy_context():
+            output = self.network(data)
+            loss = self.loss(output, target)
+        if self.grad_scaler is not None:
+            self.grad_scaler.scale(loss).backward()
+            self.grad_scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.network.parameters(), self.gradient_clip)
+            self.grad_scaler.step(self.optimizer)
+            self.grad_scaler.update()
+        else:
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(self.network.parameters(), self.gradient_clip)
+            self.optimizer.step()
+        return {"loss": loss.detach().cpu().numpy()}

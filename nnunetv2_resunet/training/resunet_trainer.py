@@ -3,6 +3,11 @@
 It changes nnU-Net's default in one thing only, the network (``resunet_config``, any config of
 ``nnunetv2_resunet.architectures.registry``): data, augmentation, loss, optimiser and schedule stay nnU-Net's. Its
 own config is ResUnet v1.0. The named shells are in :mod:`.trainers`, the recipe variants in :mod:`.recipes`.
+
+What the network starts from is nnU-Net's business: from scratch, from ``--c``'s checkpoint, or from
+``-pretrained_weights FILE`` (published encoder weights come as such a file, written by
+``nnUNetv2_resunet_init_weights``, :mod:`.init_weights`). The training log says which; a config that is defined by
+its pretrained encoder (``imagenet_init``, ladder step v0.2) refuses to train from scratch.
 """
 
 import torch
@@ -14,9 +19,8 @@ from torch._dynamo import OptimizedModule
 
 from nnunetv2_resunet.architectures.base import SegmentationNetwork
 from nnunetv2_resunet.architectures.configs.ladder import LADDER
-from nnunetv2_resunet.architectures.pretrained import load_torchvision_resnet, read_pretrained_file
+from nnunetv2_resunet.architectures.pretrained import expected_file, has_pretrained_encoder
 from nnunetv2_resunet.architectures.registry import NetworkConfig, build_network
-from nnunetv2_resunet.architectures.resunet import ResUnetConfig
 
 
 def check_2d(configuration_manager: ConfigurationManager, trainer_name: str, configuration: str = "") -> None:
@@ -33,6 +37,8 @@ class ResUnetTrainer(nnUNetTrainer):
     any config of the family (``nnunetv2_resunet.architectures.registry.NETWORK_CONFIGS``)."""
 
     resunet_config: NetworkConfig = LADDER["v1_0"]
+    # The training recipe, as the trainer table names it (subclasses that change it say so).
+    recipe: str = "nnU-Net"
     # NHWC on CUDA: cuDNN's tensor-core convolutions and batch norm run natively in it under autocast. Inputs stay
     # NCHW; the first convolution's output follows the weights' format. Not on CPU, where nnU-Net does not train.
     channels_last_on_cuda: bool = True
@@ -41,6 +47,8 @@ class ResUnetTrainer(nnUNetTrainer):
                  device: torch.device = torch.device("cuda")):
         super().__init__(plans, configuration, fold, dataset_json, device)
         check_2d(self.configuration_manager, self.__class__.__name__, configuration)
+        self._loading_checkpoint = False
+        self._weights_loaded_by: str | None = None  # set when a state dict is loaded into the network
 
     @classmethod
     def build_network_architecture(cls,
@@ -53,7 +61,7 @@ class ResUnetTrainer(nnUNetTrainer):
         used; nnU-Net calls it on the class with the same arguments as its static default)."""
         check_2d(configuration_manager, cls.__name__)
         network = build_network(cls.resunet_config, num_input_channels, num_output_channels,
-                                deep_supervision=enable_deep_supervision)
+                                deep_supervision=enable_deep_supervision, patch_size=configuration_manager.patch_size)
         network.apply(network.initialize)
         return network
 
@@ -88,9 +96,48 @@ class ResUnetTrainer(nnUNetTrainer):
             # In place on the parameters the optimizer holds, before torch.compile's lazy first trace. Not under DDP:
             # its gradient buckets already have the parameters' old layout, and every step would copy gradients.
             self._bare_network().to(memory_format=torch.channels_last)
-        if isinstance(self.resunet_config, ResUnetConfig) and self.resunet_config.imagenet_init:
-            # Before any checkpoint: nnU-Net's --c, --val and -pretrained_weights load afterwards and win.
-            state_dict, path = read_pretrained_file()
-            kept = load_torchvision_resnet(self._bare_network().encoder, state_dict, path)
-            self.print_to_log_file(f"Encoder initialised from ImageNet weights in {path}; "
-                                   f"{len(kept)} encoder tensors without a counterpart keep He init")
+        # Records what nnU-Net loads into the network: -pretrained_weights (run_training's maybe_load_checkpoint,
+        # after initialize) or a checkpoint (load_checkpoint, e.g. --c); on_train_start reports it.
+        self._bare_network().register_load_state_dict_post_hook(self._record_loaded_weights)
+
+    def _record_loaded_weights(self, module: nn.Module, incompatible_keys) -> None:
+        self._weights_loaded_by = "checkpoint" if self._loading_checkpoint else "pretrained_weights"
+
+    def load_checkpoint(self, filename_or_checkpoint) -> None:
+        self._loading_checkpoint = True
+        try:
+            super().load_checkpoint(filename_or_checkpoint)
+        finally:
+            self._loading_checkpoint = False
+
+    def on_train_start(self):
+        if not self.was_initialized:
+            self.initialize()
+        self._report_starting_weights()
+        super().on_train_start()
+
+    def _init_weights_command(self) -> str:
+        return (f"nnUNetv2_resunet_init_weights -d {self.plans_manager.dataset_name} -c {self.configuration_name} "
+                f"-tr {self.__class__.__name__} -p {self.plans_manager.plans_name} -i PUBLISHED_FILE -o init.pth")
+
+    def _report_starting_weights(self) -> None:
+        """Say in the training log what the network starts from; refuse to train an ImageNet variant from scratch."""
+        if self._weights_loaded_by == "checkpoint":
+            self.print_to_log_file("Network weights: restored from this fold's checkpoint (--c).")
+            return
+        if self._weights_loaded_by == "pretrained_weights":
+            self.print_to_log_file(
+                "Network weights: loaded before training by nnUNetv2_train's -pretrained_weights (a file written by "
+                "nnUNetv2_resunet_init_weights starts the encoder from published weights; its 'init_info' names "
+                "the source).")
+            return
+        network = self._bare_network()
+        if getattr(self.resunet_config, "imagenet_init", False):
+            raise RuntimeError(
+                f"{self.__class__.__name__} trains from ImageNet weights, but none were given. Write them once with "
+                f"{self._init_weights_command()} (PUBLISHED_FILE: {expected_file(network)}) and train with "
+                f"nnUNetv2_train ... -pretrained_weights init.pth")
+        advice = (f" To start the encoder from published weights ({expected_file(network)}): "
+                  f"{self._init_weights_command()}, then nnUNetv2_train ... -pretrained_weights init.pth."
+                  if has_pretrained_encoder(network) else "")
+        self.print_to_log_file(f"Network weights: from scratch (the network's own initialisation).{advice}")

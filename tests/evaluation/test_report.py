@@ -135,7 +135,8 @@ def test_pred_gt_mode_hand_checked_numbers(folders) -> None:
     assert "## Convention `physical` (HD95 in mm)" in report
     assert "## Convention `transunet` (HD95 in voxels)" in report
     assert "Published figures (not produced by this run)" in report
-    assert "| TransUNet | 77.48 | 31.69 | Chen et al., 2021 |" in report
+    assert "| TransUNet | 77.48 | 31.69 | Chen et al., TransUNet, arXiv:2102.04306 (2021), Synapse and ACDC tables |" \
+        in report
     assert "| ResUnet | 84.42 | 13.03 | Master's thesis (ResUnet) |" in report
     assert "| predictions | 3 | 50.00 ± 50.00 |" in report  # physical mean Dice; per-case spread of 1, 0, 0.5
     for plot in PLOTS:
@@ -298,7 +299,8 @@ def test_console_command_on_fake_nnunet_results(tmp_path) -> None:
     assert "| ResUnetTrainer 2d (test) | 1 | 100.00 | 0.00 |" in report  # best is marked within a split only
     bold_cells = sum(line.count("**") // 2 for line in report.splitlines() if line.startswith("| "))
     assert bold_cells == 2 * (6 + 2)  # per convention: ResUnet's 6 cells, nnU-Net's 2 tied spleen cells
-    assert "| PVT-EMCAD-B2 | 92.12 | – | Rahman et al., EMCAD, CVPR 2024 |" in report
+    assert ("| PVT-EMCAD-B2 | 92.12 | – | Rahman et al., EMCAD, CVPR 2024 (arXiv:2405.06880), Synapse and ACDC "
+            "tables |") in report
     for plot in PLOTS:
         _assert_png(out / plot)
 

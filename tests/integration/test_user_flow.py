@@ -106,22 +106,28 @@ def test_3d_configuration_is_refused_with_a_clear_error(nnunet_workspace):
     assert "-c 2d" in result.stderr
 
 
-def test_imagenet_variant_needs_and_loads_local_weights(nnunet_workspace, tmp_path):
-    import torchvision  # installed with nnunetv2 (through dynamic-network-architectures); only tests use it
-
-    env = nnunet_workspace.env
-    env.pop("RESUNET_PRETRAINED", None)
+def test_imagenet_variant_refuses_scratch_and_trains_from_the_published_file(nnunet_workspace, published_file,
+                                                                             tmp_path):
+    """v0.2 is v0.1 + ImageNet weights: without them it stops and names the command that writes them; with the
+    file that command writes from torchvision's resnet34 release, nnU-Net's -pretrained_weights starts it."""
     name = nnunet_workspace.add_short_trainer("ResUnetTrainer_v0_2")
     args = ("nnUNetv2_train", SYNTHETIC_ID, "2d", "1", "-tr", name, "-device", "cpu")
-    missing = nnunet_workspace.run(*args, env=env, check=False)
-    assert missing.returncode != 0 and "RESUNET_PRETRAINED" in missing.stderr
+    missing = nnunet_workspace.run(*args, check=False)
+    assert missing.returncode != 0
+    assert "trains from ImageNet weights" in missing.stderr and "nnUNetv2_resunet_init_weights" in missing.stderr
 
-    weights_file = tmp_path / "resnet34-random.pth"
-    reference = torchvision.models.resnet34(weights=None).state_dict()
-    torch.save(reference, weights_file)
-    nnunet_workspace.run(*args, env={**env, "RESUNET_PRETRAINED": str(weights_file)})
+    init_file = tmp_path / "v0_2_init.pth"
+    nnunet_workspace.run("nnUNetv2_resunet_init_weights", "-d", SYNTHETIC_ID, "-tr", name,
+                         "-i", published_file("resnet34"), "-o", init_file)
+    initial = torch.load(init_file, map_location="cpu", weights_only=False)
+    assert initial["init_info"]["format"] == "torchvision ResNet"
+    released = torch.load(published_file("resnet34"), map_location="cpu", weights_only=True)
+    torch.testing.assert_close(initial["network_weights"]["encoder.layer4.2.conv2.weight"],
+                               released["layer4.2.conv2.weight"])
+    nnunet_workspace.run(*args, "-pretrained_weights", str(init_file), env={**nnunet_workspace.env,
+                                                                              "nnUNet_n_proc_DA": "0"})
     log = "".join(p.read_text() for p in nnunet_workspace.output_folder(name, 1).glob("training_log_*.txt"))
-    assert f"Encoder initialised from ImageNet weights in {weights_file}" in log
+    assert "loaded before training by nnUNetv2_train's -pretrained_weights" in log
 
 
 def test_real_acdc_sample_converts_plans_and_trains(tmp_path):

@@ -88,7 +88,7 @@ def test_thesis_recipe_optimiser_is_sgd_09_with_weight_decay_1e4_and_polylr(monk
 def test_thesis_recipe_keeps_the_network_of_resunet_trainer():
     assert ResUnetTrainer_ThesisRecipe.resunet_config is ResUnetTrainer.resunet_config is LADDER["v1_0"]
     overridden = {k for k in vars(ResUnetTrainer_ThesisRecipe) if not k.startswith("__")}
-    assert overridden == {"ce_weight", "dice_weight", "momentum", "_build_loss", "configure_optimizers"}
+    assert overridden == {"recipe", "ce_weight", "dice_weight", "momentum", "_build_loss", "configure_optimizers"}
 
 
 @pytest.mark.parametrize("name", [n for n in FAMILY_TRAINER_CONFIGS if n != "ResUnetTrainer_ThesisRecipe"])

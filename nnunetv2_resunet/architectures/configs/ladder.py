@@ -13,7 +13,8 @@ V0_1 = ResUnetConfig(
     name="v0_1",
     change="baseline: 7x7 s2 stem + max-pool; skips stem, layer1, layer2, layer3; decoder compresses",
 )
-V0_2 = replace(V0_1, name="v0_2", change="v0_1 + ImageNet weights (RESUNET_PRETRAINED)", imagenet_init=True)
+V0_2 = replace(V0_1, name="v0_2", change="v0_1 + ImageNet weights (-pretrained_weights, nnUNetv2_resunet_init_weights)",
+               imagenet_init=True)
 V0_3 = replace(V0_1, name="v0_3", change="fix 1: no stem max-pool (deepest stride 32 -> 16)", stem_maxpool=False)
 V0_4 = replace(V0_3, name="v0_4", change="fix 2: no layer1 skip", skips=("layer3", "layer2", "stem"))
 V0_5 = replace(V0_4, name="v0_5", change="fix 3a: two 3x3 conv-BN-ReLU at the encoder tail", bottleneck_convs=2)

@@ -1,0 +1,72 @@
+"""The transformer baselines through nnU-Net's real CLI on CPU (1 epoch of 2 iterations, then prediction): the three
+papers' models from their published weights (``nnUNetv2_resunet_init_weights`` on synthetic files in the released
+formats, then ``nnUNetv2_train -pretrained_weights``), ResUnet's decoder on PVTv2-B2 from scratch."""
+
+import json
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import torch
+from nnunet_workspace import SYNTHETIC_ID, SYNTHETIC_LABELS, SYNTHETIC_NAME
+
+# Trainer -> the published file its encoder starts from (None: from scratch).
+RUNS = {"TransUNetTrainer": "r50_vit_b16", "SwinUnetTrainer": "swin_tiny", "EMCADTrainer": "pvt_v2_b2",
+        "ResUnetTrainer_PVTv2B2": None}
+
+
+def training_log(folder) -> str:
+    return "".join(p.read_text() for p in folder.glob("training_log_*.txt"))
+
+
+def planned_patch_size(workspace) -> list[int]:
+    plans = json.loads((workspace.preprocessed / SYNTHETIC_NAME / "nnUNetPlans.json").read_text())
+    return plans["configurations"]["2d"]["patch_size"]
+
+
+@pytest.mark.parametrize("trainer", list(RUNS))
+def test_short_training_run_and_prediction(nnunet_workspace, published_file, trainer, tmp_path):
+    extra_args: tuple[str, ...] = ()
+    init_file = None
+    if RUNS[trainer] is not None:
+        nnunet_workspace.add_short_trainer(trainer)  # the init command builds the short trainer's network
+        init_file = tmp_path / "init.pth"
+        result = nnunet_workspace.run("nnUNetv2_resunet_init_weights", "-d", SYNTHETIC_ID, "-c", "2d",
+                                      "-tr", f"{trainer}_short", "-i", published_file(RUNS[trainer]),
+                                      "-o", init_file)
+        assert "network tensors set from the file" in result.stdout
+        extra_args = ("-pretrained_weights", str(init_file))
+    output = nnunet_workspace.train(trainer, extra_args=extra_args)
+
+    # mmap: read only the tensors looked at (TransUNet's checkpoint with AdamW's state is over 1 GB).
+    checkpoint = torch.load(output / "checkpoint_final.pth", map_location="cpu", weights_only=False, mmap=True)
+    assert checkpoint["trainer_name"] == f"{trainer}_short"
+    # The trained network is the config's, sized for the plan (nnUNetv2_predict below rebuilds it from the plan and
+    # loads the checkpoint strictly): TransUNet's position embeddings cover the planned patch's 1/16 grid.
+    if trainer == "TransUNetTrainer":
+        grid = [-(-s // 16) for s in planned_patch_size(nnunet_workspace)]
+        assert checkpoint["network_weights"]["encoder.vit.pos_embed"].shape[1] == grid[0] * grid[1]
+    group = checkpoint["optimizer_state"]["param_groups"][0]
+    assert (group["weight_decay"], group["betas"]) == (1e-4, (0.9, 0.999))  # AdamW of the transformer recipe
+    assert "amsgrad" in group and group["lr"] == pytest.approx(1e-4)  # 1 epoch: the warm-up is that epoch
+    log = training_log(output)
+    if init_file is None:
+        assert "Network weights: from scratch" in log and "nnUNetv2_resunet_init_weights" in log
+    else:
+        assert "loaded before training by nnUNetv2_train's -pretrained_weights" in log
+        # Two AdamW steps at 1e-4 move the published encoder weights by about 2e-4 at most.
+        initial = torch.load(init_file, map_location="cpu", weights_only=False, mmap=True)
+        assert initial["init_info"]["trainer"] == f"{trainer}_short"
+        encoder = {k: v for k, v in initial["network_weights"].items()
+                   if k.startswith("encoder.") and v.is_floating_point()}
+        assert max((checkpoint["network_weights"][k] - v).abs().max().item() for k, v in encoder.items()) < 1e-3
+
+    images = nnunet_workspace.raw / SYNTHETIC_NAME / "imagesTs"
+    predictions = tmp_path / "predictions"
+    nnunet_workspace.run("nnUNetv2_predict", "-i", images, "-o", predictions, "-d", SYNTHETIC_ID, "-c", "2d",
+                         "-tr", f"{trainer}_short", "-f", "0", "-device", "cpu", "--disable_progress_bar",
+                         "-npp", "0", "-nps", "0")  # nnU-Net's sequential mode: no worker processes for 2 images
+    for image_file in sorted(images.glob("*_0000.nii.gz")):
+        prediction = sitk.ReadImage(str(predictions / image_file.name.replace("_0000.nii.gz", ".nii.gz")))
+        assert prediction.GetSize() == sitk.ReadImage(str(image_file)).GetSize()
+        assert set(np.unique(sitk.GetArrayFromImage(prediction)).tolist()) <= set(SYNTHETIC_LABELS.values())
