@@ -80,7 +80,8 @@ def options_from(args: argparse.Namespace):
 
 
 def check_trainers(study: Study) -> None:
-    """Every trainer must be one nnU-Net's own lookup finds (as nnUNetv2_train will), before anything starts."""
+    """Every trainer must be one nnU-Net's own lookup finds (as nnUNetv2_train will), and every weights file must
+    exist, before anything starts."""
     from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
 
     unknown = []
@@ -98,6 +99,10 @@ def check_trainers(study: Study) -> None:
             budgets = f" (epochs = {study.epochs}: the budgets nnU-Net and this plugin provide are " \
                       f"{', '.join(map(str, EPOCH_BUDGETS))})"
         raise StudyFileError(f"{study.path}: nnU-Net finds no trainer named {', '.join(unknown)}{budgets}")
+    missing = sorted({str(m.weights) for m in study.models if m.weights is not None and not m.weights.is_file()})
+    if missing:
+        raise StudyFileError(f"{study.path}: weights: no such file {', '.join(missing)} (the published files, as "
+                             f"released; docs/models.md says where each comes from)")
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -120,12 +125,16 @@ def dispatch(args: argparse.Namespace) -> int:
         return 0
     options = options_from(args)
     if args.command == "plan":
-        from nnunetv2_resunet.studies.execute import command_for
+        from nnunetv2_resunet.studies.execute import command_for, init_weights_command
         from nnunetv2_resunet.studies.state import ready
 
         states = study_states(runs, folders.raw)
-        commands = {r.key: subprocess.list2cmdline(command_for(r, runs, states, folders, options)) for r in runs
-                    if states[r.key].status != Status.DONE and (r.stage != "report" or ready(r, states))}
+        commands = {}
+        for r in runs:
+            if states[r.key].status != Status.DONE and (r.stage != "report" or ready(r, states)):
+                command = command_for(r, runs, states, folders, options)
+                steps = [init_weights_command(r), command] if "-pretrained_weights" in command else [command]
+                commands[r.key] = " && ".join(subprocess.list2cmdline(c) for c in steps)
         print(format_plan(runs, states, commands, folders))
         return 0
     check_trainers(study)

@@ -25,6 +25,7 @@ from nnunetv2_resunet.studies.progress import format_status
 from nnunetv2_resunet.studies.runs import NnUNetFolders, Run
 from nnunetv2_resunet.studies.state import (
     LOG_HEADER,
+    NEEDS_A_PERSON,
     RunState,
     Status,
     checkpoint_problem,
@@ -37,6 +38,8 @@ from nnunetv2_resunet.studies.state import (
 from nnunetv2_resunet.studies.study_file import Study
 
 TERMINATE_GRACE_S = 60.0
+# A train run with published weights writes its network's starting point here, for -pretrained_weights.
+INIT_WEIGHTS_FILE = "study_init_weights.pth"
 
 
 @dataclass(frozen=True)
@@ -88,7 +91,17 @@ def preprocess_command(run: Run, folders: NnUNetFolders, options: Options) -> li
 def train_command(run: Run, state: RunState, options: Options) -> list[str]:
     command = ["nnUNetv2_train", str(run.dataset_id), run.configurations[0], str(run.fold),
                "-tr", run.trainer, "-p", run.plans, "-device", options.device]
-    return command + ([state.resume] if state.resume in ("--c", "--val") else [])
+    if state.resume in ("--c", "--val"):  # the checkpoint holds the weights; nnU-Net refuses both with --c
+        return command + [state.resume]
+    if run.weights is not None:
+        command += ["-pretrained_weights", str(run.folder / INIT_WEIGHTS_FILE)]
+    return command
+
+
+def init_weights_command(run: Run) -> list[str]:
+    """The trainer's network for the plan, its encoder from the published file: what ``-pretrained_weights`` reads."""
+    return ["nnUNetv2_resunet_init_weights", "-d", str(run.dataset_id), "-c", run.configurations[0],
+            "-tr", run.trainer, "-p", run.plans, "-i", str(run.weights), "-o", str(run.folder / INIT_WEIGHTS_FILE)]
 
 
 def predict_command(run: Run, state: RunState, options: Options) -> list[str]:
@@ -141,7 +154,7 @@ def execute_run(run: Run, study: Study, runs: list[Run], folders: NnUNetFolders,
     try:
         states = study_states(runs, folders.raw, own=run.key)
         state = states[run.key]
-        if state.status in (Status.DONE, Status.CORRUPT):
+        if state.status == Status.DONE or state.status in NEEDS_A_PERSON:
             return state
         if not ready(run, states):  # e.g. a SLURM task whose folds failed: say why instead of running nnU-Net
             return RunState(Status.WAITING, state.detail or "what it needs is not done", run.log_path)
@@ -150,7 +163,14 @@ def execute_run(run: Run, study: Study, runs: list[Run], folders: NnUNetFolders,
             if problem:
                 return RunState(Status.CORRUPT, problem, run.log_path)
         command = command_for(run, runs, states, folders, options)
+        starts_from_weights = "-pretrained_weights" in command
+        if starts_from_weights:
+            code, _ = _run_logged(run, init_weights_command(run), env or {}, lock, on_start)
+            if code != 0:  # the log's last attempt says why; the state reads it as failed
+                return study_states(runs, folders.raw, own=run.key)[run.key]
         code, seconds = _run_logged(run, command, env or {}, lock, on_start)
+        if run.stage == "train" and code == 0:  # also after a --c that finished a run whose start was killed
+            (run.folder / INIT_WEIGHTS_FILE).unlink(missing_ok=True)  # in the checkpoints now; the log names its source
         states = study_states(runs, folders.raw, own=run.key)
         if run.stage == "report" and code == 0:
             _write_study_record(study, runs, states, folders)

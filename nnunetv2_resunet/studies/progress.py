@@ -12,7 +12,8 @@ from nnunetv2_resunet.studies.state import RunState, Status
 from nnunetv2_resunet.studies.study_file import STAGES, Study
 
 BAR_WIDTH = 20
-ORDER = (Status.DONE, Status.RUNNING, Status.FAILED, Status.CORRUPT, Status.INTERRUPTED, Status.WAITING)
+ORDER = (Status.DONE, Status.RUNNING, Status.FAILED, Status.CORRUPT, Status.MISMATCH, Status.INTERRUPTED,
+         Status.WAITING)
 
 
 def display_path(path: Path | None, folders: NnUNetFolders) -> str:
@@ -72,7 +73,8 @@ def format_status(study: Study, runs: list[Run], states: dict[str, RunState], fo
     widths = [max(len(row[i]) for row in rows) for i in range(6)]
     for row in rows:
         lines.append("  ".join(cell.ljust(width) for cell, width in zip(row, widths)) + "  " + row[6])
-    attention = [r for r in runs if states[r.key].status in (Status.FAILED, Status.CORRUPT, Status.INTERRUPTED)]
+    attention = [r for r in runs if states[r.key].status in (Status.FAILED, Status.CORRUPT, Status.MISMATCH,
+                                                              Status.INTERRUPTED)]
     if attention:
         lines += ["", "Needs attention (read the log):"]
         for run in attention:

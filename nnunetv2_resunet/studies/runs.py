@@ -58,6 +58,7 @@ class Run:
     test_labels: Path | None = None  # report
     planner: str = "nnunet"  # preprocess
     gpu_memory_target: float | None = None  # preprocess
+    weights: Path | None = None  # train: published encoder weights to start from (original format)
     needs: tuple[str, ...] = ()
 
     @property
@@ -133,7 +134,7 @@ def build_runs(study: Study, folders: NnUNetFolders) -> list[Run]:
         for model in models:
             model_dir = folders.results / name / f"{model.trainer}__{plans}__{model.configuration}"
             trains = [Run("train", dataset.id, name, plans, (model.configuration,), model.trainer, fold=fold,
-                          folder=model_dir / f"fold_{fold}", needs=(preprocess.key,))
+                          folder=model_dir / f"fold_{fold}", weights=model.weights, needs=(preprocess.key,))
                       for fold in dataset.folds]
             dataset_runs += trains
             if tests is not None:

@@ -24,7 +24,7 @@ import submitit
 
 from nnunetv2_resunet.studies.execute import Options, execute_run
 from nnunetv2_resunet.studies.runs import NnUNetFolders, Run, build_runs
-from nnunetv2_resunet.studies.state import RunState, Status, study_states
+from nnunetv2_resunet.studies.state import NEEDS_A_PERSON, RunState, Status, study_states
 from nnunetv2_resunet.studies.study_file import STAGES, Study, StudyFileError, load_study
 
 GENERAL_DEFAULTS: dict[str, Any] = {"time": "24:00:00", "gpus": 1, "cpus": 8}
@@ -101,10 +101,11 @@ class StudyJob(submitit.helpers.Checkpointable):
 
 
 def runs_to_submit(runs: list[Run], states: dict[str, RunState], stage: str) -> list[Run]:
-    """The stage's runs that are not done, not running, not corrupt, and not behind a corrupt checkpoint."""
-    blocked = (Status.DONE, Status.RUNNING, Status.CORRUPT)
+    """The stage's runs that are not done, not running, not waiting for a person (a corrupt checkpoint, a
+    mismatch), and not behind one."""
+    blocked = (Status.DONE, Status.RUNNING, *NEEDS_A_PERSON)
     return [r for r in runs if r.stage == stage and states[r.key].status not in blocked
-            and (stage == "report" or not any(states[n].status == Status.CORRUPT for n in r.needs))]
+            and (stage == "report" or not any(states[n].status in NEEDS_A_PERSON for n in r.needs))]
 
 
 def submit_study(study: Study, runs: list[Run], folders: NnUNetFolders, options: Options,

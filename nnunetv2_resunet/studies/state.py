@@ -4,7 +4,9 @@ own that could disagree with the disk.
 * preprocess: the plans file, and a ``.pkl`` per training case in each configuration's data folder;
 * train: ``checkpoint_final.pth`` and ``validation/summary.json`` (done), ``checkpoint_latest.pth`` /
   ``checkpoint_best.pth`` (what ``--c`` resumes from); torch checkpoints are zip files, so a half-written one
-  lacks the zip's central directory and is reported as corrupt, never trained over;
+  lacks the zip's central directory and is reported as corrupt, never trained over; a fold whose training log
+  says it started from other weights than the study names (from scratch, or from ``-pretrained_weights``) is
+  reported as a mismatch, never used or trained on;
 * predict: one prediction per test image;
 * report: ``summary.json`` covering exactly the finished models, newer than their outputs.
 
@@ -28,6 +30,9 @@ from nnunetv2_resunet.studies.runs import Run
 LOG_HEADER = "=== nnUNetv2_resunet_study"
 EXIT_LINE = re.compile(r"=== exit code (-?\d+) after ([\d.]+) s")
 EPOCH_LINE = re.compile(r": Epoch (\d+)\s*$", re.MULTILINE)
+# What our trainers write into nnU-Net's training log at the start (training/resunet_trainer.py).
+START_WEIGHTS_LINE = re.compile(r"Network weights: (from scratch|loaded before training by nnUNetv2_train's "
+                                r"-pretrained_weights)")
 
 
 class Status(str, Enum):
@@ -36,10 +41,12 @@ class Status(str, Enum):
     FAILED = "failed"  # the last attempt exited with an error; `run` retries it (resuming where it can)
     INTERRUPTED = "interrupted"  # killed or cut off mid-way; `run` resumes it
     CORRUPT = "corrupt"  # a damaged checkpoint: reported, never trained over; a person decides
+    MISMATCH = "mismatch"  # trained from other starting weights than the study names: reported; a person decides
     WAITING = "waiting"
 
 
-SETTLED = (Status.DONE, Status.FAILED, Status.CORRUPT)  # nothing more will happen without someone acting
+SETTLED = (Status.DONE, Status.FAILED, Status.CORRUPT, Status.MISMATCH)  # nothing more happens without a person
+NEEDS_A_PERSON = (Status.CORRUPT, Status.MISMATCH)  # never run, trained over or resubmitted by the study
 
 
 @dataclass(frozen=True)
@@ -124,7 +131,30 @@ def _unfinished(run: Run, attempt: LastAttempt | None, partial: str, resume: str
     return RunState(Status.WAITING)
 
 
+def starting_weights_mismatch(run: Run) -> str | None:
+    """Why a fold's training does not belong to the study: its first training log (the fresh start) says it started
+    from scratch where the study names published weights, or the other way round. None when it fits, or when the
+    log says nothing about it (nnU-Net's own trainers)."""
+    logs = sorted(run.folder.glob("training_log_*.txt"), key=lambda p: p.stat().st_mtime)
+    if not logs:
+        return None
+    said = START_WEIGHTS_LINE.search(logs[0].read_text(encoding="utf-8", errors="replace"))
+    if said is None:
+        return None
+    from_scratch = said.group(1) == "from scratch"
+    if run.weights is not None and from_scratch:
+        return (f"trained from scratch ({logs[0].name}), but the study starts it from {run.weights.name}: move "
+                f"{run.folder} away to train it again")
+    if run.weights is None and not from_scratch:
+        return (f"started from -pretrained_weights ({logs[0].name}), but the study names no weights for it: move "
+                f"{run.folder} away to train it again, or add its weights to the study")
+    return None
+
+
 def train_state(run: Run, attempt: LastAttempt | None) -> RunState:
+    mismatch = starting_weights_mismatch(run)
+    if mismatch:
+        return RunState(Status.MISMATCH, mismatch, run.log_path)
     final = run.folder / "checkpoint_final.pth"
     checkpoint = resume_checkpoint(run.folder)
     if checkpoint is not None:

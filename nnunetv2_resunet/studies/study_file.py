@@ -19,6 +19,11 @@ plans = "nnUNetPlans"         # default; with gpu_memory_target, the name nnU-Ne
 configuration = "2d"
 trainers = ["nnUNetTrainer", "ResUnetTrainer", "ResUnetTrainer_v0_1"]
 
+[[models]]                    # trainers that start from published encoder weights (docs/models.md)
+configuration = "2d"
+trainers = ["ResUnetTrainer_v0_2"]
+weights = "weights/resnet34-b627a593.pth"   # the file as released; relative paths start at this file's folder
+
 [slurm]                       # optional; command-line flags of `submit` override these
 partition = "gpu"
 time = "24:00:00"
@@ -47,7 +52,7 @@ SLURM_KEYS = {"partition": str, "time": (str, int), "gpus": int, "cpus": int, "m
               "qos": str, "constraint": str, "setup": list, "array_parallelism": int, "additional": dict}
 TOP_KEYS = {"name", "description", "epochs", "folds", "datasets", "models", "slurm"}
 DATASET_KEYS = {"id", "plans", "gpu_memory_target", "planner", "folds", "test_images", "test_labels"}
-MODEL_KEYS = {"configuration", "trainers", "datasets"}
+MODEL_KEYS = {"configuration", "trainers", "datasets", "weights"}
 
 
 class StudyFileError(ValueError):
@@ -76,6 +81,7 @@ class ModelSpec:
     configuration: str
     trainer: str
     datasets: tuple[int, ...] = ()  # empty: every dataset of the study
+    weights: Path | None = None  # published encoder weights (original format) the trainer starts from
 
 
 @dataclass(frozen=True)
@@ -171,6 +177,11 @@ def _models(check: _Checker, entry: dict, where: str, epochs: int | None, datase
     if not trainers or not all(isinstance(t, str) and t for t in trainers):
         check.fail(f"{where}.trainers", f"must be a non-empty list of trainer names, got {trainers!r}")
     datasets = tuple(check.typed(entry, "datasets", list, where=where) or ())
+    weights = check.typed(entry, "weights", str, where=where)
+    if weights is not None:
+        if not weights:
+            check.fail(f"{where}.weights", "must name a file of published weights")
+        weights = check.path.parent / weights  # an absolute path stays as it is
     unknown = sorted(set(datasets) - dataset_ids)
     if unknown:
         check.fail(f"{where}.datasets", f"ids {unknown} are not among the study's datasets {sorted(dataset_ids)}")
@@ -181,7 +192,7 @@ def _models(check: _Checker, entry: dict, where: str, epochs: int | None, datase
                 check.fail(f"{where}.trainers", f"{trainer} already names a budget, and the study sets epochs = "
                                                 f"{epochs}: remove one of them")
             trainer += "_1epoch" if epochs == 1 else f"_{epochs}epochs"  # nnU-Net's spelling (training/budgets.py)
-        models.append(ModelSpec(configuration, trainer, datasets))
+        models.append(ModelSpec(configuration, trainer, datasets, weights))
     return models
 
 

@@ -24,10 +24,10 @@ RESUMABLE = "ResUnetTrainer_v0_1_resumable"
 
 
 def write_study(folder: Path, name: str, trainers: list[str], folds: list[int] = (0,), dataset_lines: str = "",
-                extra: str = "") -> Path:
+                extra: str = "", model_lines: str = "") -> Path:
     path = folder / f"{name}.toml"
     path.write_text(f'name = "{name}"\nfolds = {list(folds)}\n{extra}\n[[datasets]]\nid = 901\n{dataset_lines}\n'
-                    f'[[models]]\nconfiguration = "2d"\ntrainers = {trainers!r}\n'.replace("'", '"'))
+                    f'[[models]]\nconfiguration = "2d"\ntrainers = {trainers!r}\n'.replace("'", '"') + model_lines)
     return path
 
 

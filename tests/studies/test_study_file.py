@@ -125,3 +125,28 @@ def test_shipped_study_is_valid_and_every_trainer_is_found_by_nnunet(path):
     for dataset in study.datasets:
         if dataset.id == 812:
             assert dataset.folds == (0,)
+
+
+def test_weights_are_resolved_beside_the_study_file(tmp_path):
+    text = MINIMAL + '\n[[models]]\nconfiguration = "2d"\ntrainers = ["ResUnetTrainer_v0_2"]\n' \
+                     'weights = "weights/resnet34-b627a593.pth"\n'
+    study = load_study(write(tmp_path, text))
+    assert {m.trainer: m.weights for m in study.models} == {
+        "nnUNetTrainer": None, "ResUnetTrainer": None,
+        "ResUnetTrainer_v0_2": tmp_path / "weights" / "resnet34-b627a593.pth"}
+    with pytest.raises(StudyFileError, match=r"study.toml: models\[1\].weights: must name a file"):
+        load_study(write(tmp_path, text.replace('"weights/resnet34-b627a593.pth"', '""')))
+
+
+def test_shipped_studies_start_each_trainer_from_the_same_weights():
+    """The studies share nnU-Net's folders, so a trainer must start from the same weights in all of them (else a fold
+    one study trained is a mismatch in the other); a trainer defined by its ImageNet start (v0.2) must have them."""
+    from nnunetv2_resunet.training import ALL_TRAINERS
+
+    files: dict[str, set] = {}
+    for path in SHIPPED:
+        for model in load_study(path).models:
+            files.setdefault(model.trainer, set()).add(model.weights.name if model.weights else None)
+    assert {trainer: names for trainer, names in files.items() if len(names) > 1} == {}
+    imagenet = [t.__name__ for t in ALL_TRAINERS if getattr(t.resunet_config, "imagenet_init", False)]
+    assert imagenet and all(files.get(t, {"set"}) != {None} for t in imagenet)

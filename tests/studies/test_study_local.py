@@ -9,6 +9,7 @@ import signal
 import subprocess
 import time
 
+import torch
 from conftest import DEFAULT_SHORT, RESUMABLE, RESUNET_SHORT, write_study
 from nnunet_workspace import SYNTHETIC_NAME, console_script
 
@@ -50,9 +51,19 @@ def test_a_study_runs_end_to_end_and_a_rerun_changes_nothing(study_workspace, lo
 
 
 def test_a_killed_training_resumes_and_a_cut_short_checkpoint_is_reported(study_workspace, local_study):
-    """SIGKILL to the study (and the nnU-Net process it started) after the first checkpoint; the next run resumes
-    with --c from that epoch. A half-written checkpoint in another fold stops only that fold."""
-    study = write_study(study_workspace.studies, "resume", [RESUMABLE], dataset_lines='test_images = ""')
+    """A model that starts from published weights (a file in torchvision's format): the fresh start writes the
+    init file and trains with -pretrained_weights. SIGKILL to the study (and the nnU-Net process it started) after
+    the first checkpoint; the next run resumes with --c from that epoch (no -pretrained_weights then). A
+    half-written checkpoint in another fold stops only that fold; a study naming no weights for the same model
+    reports the fold as a mismatch."""
+    import torchvision  # installed with nnunetv2 (through dynamic-network-architectures); only tests use it
+
+    weights = study_workspace.studies / "weights" / "resnet34-random.pth"
+    weights.parent.mkdir(exist_ok=True)
+    torch.save(torchvision.models.resnet34(weights=None).state_dict(), weights)
+    with_weights = 'weights = "weights/resnet34-random.pth"\n'
+    study = write_study(study_workspace.studies, "resume", [RESUMABLE], dataset_lines='test_images = ""',
+                        model_lines=with_weights)
     fold0 = study_workspace.model_dir(RESUMABLE) / "fold_0"
     command = [*console_script("nnUNetv2_resunet_study"), "run", str(study), "-device", "cpu", "-np", "1"]
     process = subprocess.Popen(command, env=study_workspace.env, cwd=study_workspace.studies, start_new_session=True,
@@ -75,7 +86,8 @@ def test_a_killed_training_resumes_and_a_cut_short_checkpoint_is_reported(study_
     fold1.mkdir()
     whole = latest.read_bytes()
     (fold1 / "checkpoint_latest.pth").write_bytes(whole[: len(whole) // 2])
-    study = write_study(study_workspace.studies, "resume", [RESUMABLE], folds=[0, 1], dataset_lines='test_images = ""')
+    study = write_study(study_workspace.studies, "resume", [RESUMABLE], folds=[0, 1], dataset_lines='test_images = ""',
+                        model_lines=with_weights)
     status = study_workspace.study("status", study).stdout
     assert re.search(r"fold_1\s+corrupt\s+\S+fold_1/checkpoint_latest.pth is not a complete checkpoint", status)
 
@@ -83,9 +95,16 @@ def test_a_killed_training_resumes_and_a_cut_short_checkpoint_is_reported(study_
     assert result.returncode == 1  # not everything is done: fold 1 needs a person
     assert (fold0 / "checkpoint_final.pth").is_file() and (fold0 / "validation" / "summary.json").is_file()
     attempts = (fold0 / "study_train.log").read_text().split("=== nnUNetv2_resunet_study")[1:]
-    assert len(attempts) == 2 and "--c" not in attempts[0].splitlines()[1] and attempts[1].splitlines()[1].endswith(
-        "-device cpu --c")
-    assert "CUDA_VISIBLE_DEVICES=5" in attempts[1].splitlines()[2]
+    commands = [a.splitlines()[1] for a in attempts]
+    assert len(attempts) == 3
+    assert commands[0].startswith("=== command: nnUNetv2_resunet_init_weights -d 901 -c 2d -tr " + RESUMABLE)
+    assert f"-i {weights}" in commands[0] and "-o " in commands[0]
+    assert "--c" not in commands[1] and "-pretrained_weights" in commands[1]
+    assert commands[2].endswith("-device cpu --c") and "-pretrained_weights" not in commands[2]
+    assert "CUDA_VISIBLE_DEVICES=5" in attempts[2].splitlines()[2]
+    first = min(fold0.glob("training_log_*.txt"), key=lambda p: p.stat().st_mtime)
+    assert "Network weights: loaded before training by nnUNetv2_train's -pretrained_weights" in first.read_text()
+    assert not (fold0 / "study_init_weights.pth").exists()  # in the checkpoints now
     # nnU-Net's log of the resumed process starts at the epoch it reached, not at epoch 0.
     newest = max(fold0.glob("training_log_*.txt"), key=lambda p: p.stat().st_mtime)
     epochs = [int(e) for e in re.findall(r": Epoch (\d+)\s*$", newest.read_text(), flags=re.MULTILINE)]
@@ -95,6 +114,11 @@ def test_a_killed_training_resumes_and_a_cut_short_checkpoint_is_reported(study_
     assert not list(fold1.glob("training_log_*.txt")) and not (fold1 / "study_train.log").exists()
     assert re.search(r"fold_0\s+done", result.stdout) and re.search(r"fold_1\s+corrupt", result.stdout)
     assert re.search(r"report\s+\S+\s+folds 0 1\s+waiting\s+after a finished model", result.stdout)
+
+    # The same model in a study that names no weights: that fold is not what this study would train.
+    scratch = write_study(study_workspace.studies, "resume_scratch", [RESUMABLE], dataset_lines='test_images = ""')
+    status = study_workspace.study("status", scratch).stdout
+    assert re.search(r"fold_0\s+mismatch\s+started from -pretrained_weights", status)
 
 
 def test_a_run_held_by_another_invocation_is_left_alone(study_workspace):
