@@ -12,8 +12,13 @@ import os
 import subprocess
 import sys
 import textwrap
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from importlib.metadata import entry_points
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import SimpleITK as sitk
@@ -27,6 +32,8 @@ SYNTHETIC_LABELS = {"background": 0, "disk": 1, "square": 2}
 # 4 slices of 48 x 40: the 2d patch is not a multiple of ResUnet's stride, so padding is exercised end to end.
 SYNTHETIC_SHAPE = (4, 48, 40)
 SYNTHETIC_CASES = 8
+
+T = TypeVar("T")
 
 
 def write_synthetic_case(images_dir: Path, labels_dir: Path | None, case: str, rng: np.random.Generator) -> None:
@@ -128,7 +135,12 @@ class NnUNetWorkspace:
                       else "nnunetv2_resunet.training")
         name = f"{base}_short"
         source = SHORT_TRAINER_TEMPLATE.format(base=base, module=module, name=name, epochs=epochs)
-        (self.ext_trainers / f"short_{base}.py").write_text(textwrap.dedent(source))
+        # Written aside, then renamed: nnU-Net's trainer lookup imports every module of the folder, and a run started
+        # by run_concurrently may be importing it now.
+        target = self.ext_trainers / f"short_{base}.py"
+        aside = target.with_name(f".{target.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+        aside.write_text(textwrap.dedent(source))
+        os.replace(aside, target)
         return name
 
     def output_folder(self, trainer: str, fold: int = 0, plans: str = "nnUNetPlans") -> Path:
@@ -141,6 +153,48 @@ class NnUNetWorkspace:
         self.run("nnUNetv2_train", self.dataset_id, "2d", fold, "-tr", name, "-device", "cpu", *extra_args,
                  env={**self.env, "nnUNet_n_proc_DA": "0"})  # augment in-process: 2 iterations need no workers
         return self.output_folder(name, fold)
+
+    def concurrently(self, jobs: dict[str, Callable[[], T]]) -> dict[str, T | BaseException]:
+        """:func:`run_concurrently` for jobs that train in this workspace: the first runs alone while the dataset has
+        no ``splits_final.json``, so that nnU-Net writes it once, before the others read it."""
+        names = list(jobs)
+        results: dict[str, T | BaseException] = {}
+        if names and not (self.preprocessed / self.dataset_name / "splits_final.json").is_file():
+            results.update(run_concurrently({names[0]: jobs[names[0]]}, workers=1))
+        results.update(run_concurrently({name: jobs[name] for name in names if name not in results}))
+        return {name: results[name] for name in names}
+
+    def train_concurrently(self, bases: list[str]) -> dict[str, Path | BaseException]:
+        """:meth:`train` each of ``bases`` on fold 0, two at a time (:meth:`concurrently`)."""
+        return self.concurrently({base: partial(self.train, base) for base in bases})
+
+
+def run_concurrently(jobs: dict[str, Callable[[], T]], workers: int = 2) -> dict[str, T | BaseException]:
+    """Run independent jobs (each a chain of nnU-Net commands in subprocesses) ``workers`` at a time; return each
+    job's result, or the exception it raised, by name.
+
+    Most of a short CPU run of nnU-Net is single-threaded: the interpreter's start and imports, nnU-Net's trainer
+    lookup, its spawned export and evaluation workers. Two runs at once on two cores take little longer than one.
+    Jobs must not write the same files: nnU-Net writes a dataset's ``splits_final.json`` on its first training run,
+    so train once in the workspace before training concurrently in it (:meth:`NnUNetWorkspace.concurrently`).
+    """
+    def guarded(job: Callable[[], T]) -> T | BaseException:
+        try:
+            return job()
+        except BaseException as error:  # reported by the test that asks for this job's result
+            return error
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        futures = {name: pool.submit(guarded, job) for name, job in jobs.items()}
+        return {name: future.result() for name, future in futures.items()}
+
+
+def result_of(results: dict[str, T | BaseException], name: str) -> T:
+    """``name``'s result from :func:`run_concurrently`, re-raising the failure of its job in the test that asks."""
+    result = results[name]
+    if isinstance(result, BaseException):
+        raise result
+    return result
 
 
 def console_script(name: str) -> list[str]:

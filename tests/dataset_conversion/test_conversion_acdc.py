@@ -19,9 +19,7 @@ from conversion_helpers import (
     case_ids,
     load_json,
     make_nnunet_dirs,
-    run_console,
     tree_digest,
-    verify_with_nnunet,
 )
 from nnunet_workspace import TEST_DATA
 from nnunetv2_resunet.dataset_conversion.common import ConversionError
@@ -131,18 +129,6 @@ def test_real_sample_round_trip(tmp_path: Path, conversion_nnunet_dirs: NnunetDi
         assert len({c[:10] for c in fold["val"]}) == 1 and len(fold["val"]) == 2
         assert sorted(fold["train"] + fold["val"]) == REAL_SAMPLE_CASES
     assert tree_digest(REAL_SAMPLE) == before
-
-
-def test_real_sample_console_and_nnunet_integrity(tmp_path: Path, conversion_nnunet_dirs: NnunetDirs) -> None:
-    source = tmp_path / "acdc_h5_sample"
-    shutil.copytree(REAL_SAMPLE, source)
-    result = run_console("nnUNetv2_resunet_convert_acdc", ["-i", str(source), "-np", "2"], conversion_nnunet_dirs)
-    assert result.returncode == 0, result.stderr
-    assert (conversion_nnunet_dirs.raw / "Dataset802_ACDC" / "dataset.json").is_file()
-    # Planning and preprocessing this sample in full, then training on it, is in test_integration.py.
-    verified = verify_with_nnunet(802, conversion_nnunet_dirs, preprocess=False)
-    assert verified.returncode == 0, verified.stdout[-3000:] + verified.stderr[-3000:]
-    assert "verify_dataset_integrity Done" in verified.stdout
 
 
 def test_default_split_matches_nnunet_dataset027(tmp_path: Path, conversion_nnunet_dirs: NnunetDirs) -> None:

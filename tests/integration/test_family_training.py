@@ -1,10 +1,12 @@
 """Every comparison trainer through nnU-Net's real ``nnUNetv2_train`` (1 epoch of 2 iterations, on CPU), on the
-synthetic dataset of ``nnunet_workspace.py``: training, checkpoint, final validation."""
+synthetic dataset of ``nnunet_workspace.py``: training, checkpoint, final validation. The runs are independent and
+run two at a time (``NnUNetWorkspace.train_concurrently``); each test checks its own."""
 
 import json
 
 import pytest
 import torch
+from nnunet_workspace import result_of
 
 from nnunetv2_resunet.architectures.registry import build_network
 from nnunetv2_resunet.training import COMPARISON_TRAINERS, ResUnetTrainer_ThesisRecipe
@@ -13,9 +15,14 @@ from nnunetv2_resunet.training import COMPARISON_TRAINERS, ResUnetTrainer_Thesis
 FAMILY_TRAINERS = {t.__name__: t for t in (*COMPARISON_TRAINERS.values(), ResUnetTrainer_ThesisRecipe)}
 
 
+@pytest.fixture(scope="module")
+def trained(nnunet_workspace):
+    return nnunet_workspace.train_concurrently(list(FAMILY_TRAINERS))
+
+
 @pytest.mark.parametrize("trainer", list(FAMILY_TRAINERS))
-def test_short_training_run(nnunet_workspace, trainer):
-    output = nnunet_workspace.train(trainer)
+def test_short_training_run(trained, trainer):
+    output = result_of(trained, trainer)
     checkpoint = torch.load(output / "checkpoint_final.pth", map_location="cpu", weights_only=False)
     assert checkpoint["trainer_name"] == f"{trainer}_short"
     # What nnU-Net trained is the network of the trainer's config: the checkpoint loads into it strictly.

@@ -1,14 +1,18 @@
 """The transformer baselines through nnU-Net's real CLI on CPU (1 epoch of 2 iterations, then prediction): the three
 papers' models from their published weights (``nnUNetv2_resunet_init_weights`` on synthetic files in the released
-formats, then ``nnUNetv2_train -pretrained_weights``), ResUnet's decoder on PVTv2-B2 from scratch."""
+formats, then ``nnUNetv2_train -pretrained_weights``), ResUnet's decoder on PVTv2-B2 from scratch. The four runs are
+independent and run two at a time (``NnUNetWorkspace.concurrently``); each test checks its own."""
 
 import json
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
 
 import numpy as np
 import pytest
 import SimpleITK as sitk
 import torch
-from nnunet_workspace import SYNTHETIC_ID, SYNTHETIC_LABELS, SYNTHETIC_NAME
+from nnunet_workspace import SYNTHETIC_ID, SYNTHETIC_LABELS, SYNTHETIC_NAME, result_of
 
 # Trainer -> the published file its encoder starts from (None: from scratch).
 RUNS = {"TransUNetTrainer": "r50_vit_b16", "SwinUnetTrainer": "swin_tiny", "EMCADTrainer": "pvt_v2_b2",
@@ -24,19 +28,52 @@ def planned_patch_size(workspace) -> list[int]:
     return plans["configurations"]["2d"]["patch_size"]
 
 
-@pytest.mark.parametrize("trainer", list(RUNS))
-def test_short_training_run_and_prediction(nnunet_workspace, published_file, trainer, tmp_path):
+@dataclass
+class Run:
+    output: Path  # the fold folder
+    init_file: Path | None  # what -pretrained_weights got; None: from scratch
+    init_stdout: str
+    predictions: Path
+
+
+def init_train_predict(workspace, published_file, trainer: str, folder: Path) -> Run:
+    """One trainer's commands as a user types them: the init command (from a published file), nnUNetv2_train,
+    nnUNetv2_predict."""
+    folder.mkdir(parents=True)
     extra_args: tuple[str, ...] = ()
-    init_file = None
+    init_file, init_stdout = None, ""
     if RUNS[trainer] is not None:
-        nnunet_workspace.add_short_trainer(trainer)  # the init command builds the short trainer's network
-        init_file = tmp_path / "init.pth"
-        result = nnunet_workspace.run("nnUNetv2_resunet_init_weights", "-d", SYNTHETIC_ID, "-c", "2d",
-                                      "-tr", f"{trainer}_short", "-i", published_file(RUNS[trainer]),
-                                      "-o", init_file)
-        assert "network tensors set from the file" in result.stdout
+        workspace.add_short_trainer(trainer)  # the init command builds the short trainer's network
+        init_file = folder / "init.pth"
+        init_stdout = workspace.run("nnUNetv2_resunet_init_weights", "-d", SYNTHETIC_ID, "-c", "2d",
+                                    "-tr", f"{trainer}_short", "-i", published_file(RUNS[trainer]),
+                                    "-o", init_file).stdout
         extra_args = ("-pretrained_weights", str(init_file))
-    output = nnunet_workspace.train(trainer, extra_args=extra_args)
+    output = workspace.train(trainer, extra_args=extra_args)
+    predictions = folder / "predictions"
+    workspace.run("nnUNetv2_predict", "-i", workspace.raw / SYNTHETIC_NAME / "imagesTs", "-o", predictions,
+                  "-d", SYNTHETIC_ID, "-c", "2d", "-tr", f"{trainer}_short", "-f", "0", "-device", "cpu",
+                  "--disable_progress_bar",
+                  "-npp", "0", "-nps", "0")  # nnU-Net's sequential mode: no worker processes for 2 images
+    return Run(output, init_file, init_stdout, predictions)
+
+
+@pytest.fixture(scope="module")
+def runs(nnunet_workspace, published_file, tmp_path_factory):
+    for kind in {k for k in RUNS.values() if k}:
+        published_file(kind)  # written once, here, not by two jobs at once
+    folder = tmp_path_factory.mktemp("transformer_runs")
+    return nnunet_workspace.concurrently({
+        trainer: partial(init_train_predict, nnunet_workspace, published_file, trainer, folder / trainer)
+        for trainer in RUNS})
+
+
+@pytest.mark.parametrize("trainer", list(RUNS))
+def test_short_training_run_and_prediction(nnunet_workspace, runs, trainer):
+    run = result_of(runs, trainer)
+    output, init_file = run.output, run.init_file
+    if init_file is not None:
+        assert "network tensors set from the file" in run.init_stdout
 
     # mmap: read only the tensors looked at (TransUNet's checkpoint with AdamW's state is over 1 GB).
     checkpoint = torch.load(output / "checkpoint_final.pth", map_location="cpu", weights_only=False, mmap=True)
@@ -62,11 +99,7 @@ def test_short_training_run_and_prediction(nnunet_workspace, published_file, tra
         assert max((checkpoint["network_weights"][k] - v).abs().max().item() for k, v in encoder.items()) < 1e-3
 
     images = nnunet_workspace.raw / SYNTHETIC_NAME / "imagesTs"
-    predictions = tmp_path / "predictions"
-    nnunet_workspace.run("nnUNetv2_predict", "-i", images, "-o", predictions, "-d", SYNTHETIC_ID, "-c", "2d",
-                         "-tr", f"{trainer}_short", "-f", "0", "-device", "cpu", "--disable_progress_bar",
-                         "-npp", "0", "-nps", "0")  # nnU-Net's sequential mode: no worker processes for 2 images
     for image_file in sorted(images.glob("*_0000.nii.gz")):
-        prediction = sitk.ReadImage(str(predictions / image_file.name.replace("_0000.nii.gz", ".nii.gz")))
+        prediction = sitk.ReadImage(str(run.predictions / image_file.name.replace("_0000.nii.gz", ".nii.gz")))
         assert prediction.GetSize() == sitk.ReadImage(str(image_file)).GetSize()
         assert set(np.unique(sitk.GetArrayFromImage(prediction)).tolist()) <= set(SYNTHETIC_LABELS.values())

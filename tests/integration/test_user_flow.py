@@ -13,13 +13,25 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 import torch
-from nnunet_workspace import SYNTHETIC_ID, SYNTHETIC_LABELS, SYNTHETIC_NAME, TEST_DATA, NnUNetWorkspace
+from nnunet_workspace import SYNTHETIC_ID, SYNTHETIC_LABELS, SYNTHETIC_NAME, TEST_DATA, NnUNetWorkspace, result_of
 
 
 @pytest.fixture(scope="module")
-def trained_resunet(nnunet_workspace):
-    """ResUnet v1.0 (a short-run subclass of ResUnetTrainer) trained on fold 0 by nnUNetv2_train."""
-    return nnunet_workspace.train("ResUnetTrainer")
+def trained(nnunet_workspace):
+    """ResUnet v1.0 and nnU-Net's default (short-run subclasses of ResUnetTrainer and nnUNetTrainer) trained on fold
+    0 by nnUNetv2_train, two independent runs at once."""
+    return nnunet_workspace.train_concurrently(["ResUnetTrainer", "nnUNetTrainer"])
+
+
+@pytest.fixture(scope="module")
+def trained_resunet(trained):
+    return result_of(trained, "ResUnetTrainer")
+
+
+@pytest.fixture(scope="module")
+def trained_default(trained):
+    """nnU-Net's default, for comparisons."""
+    return result_of(trained, "nnUNetTrainer")
 
 
 def test_training_writes_checkpoint_and_validation(trained_resunet):
@@ -58,12 +70,6 @@ def test_continue_training_and_validation_only(nnunet_workspace, trained_resunet
     nnunet_workspace.run("nnUNetv2_train", SYNTHETIC_ID, "2d", "0", "-tr", "ResUnetTrainer_short",
                          "-device", "cpu", "--val")
     assert summary_file.is_file()
-
-
-@pytest.fixture(scope="module")
-def trained_default(nnunet_workspace):
-    """nnU-Net's default trainer (a short-run subclass of nnUNetTrainer) trained on fold 0, for comparisons."""
-    return nnunet_workspace.train("nnUNetTrainer")
 
 
 def test_find_best_configuration_next_to_nnunet_default(nnunet_workspace, trained_resunet, trained_default):
@@ -131,12 +137,16 @@ def test_imagenet_variant_refuses_scratch_and_trains_from_the_published_file(nnu
 
 
 def test_real_acdc_sample_converts_plans_and_trains(tmp_path):
-    """The user's flow on real anatomy: our converter, nnU-Net's planning and preprocessing, a brief ResUnet run."""
+    """The user's flow on real anatomy: our converter (its console command, with worker processes), nnU-Net's
+    integrity check, planning and preprocessing, a brief ResUnet run. (The conversion's exact round trip and split
+    are in tests/dataset_conversion/test_conversion_acdc.py.)"""
     workspace = NnUNetWorkspace(tmp_path, 802, "Dataset802_ACDC")
     source = tmp_path / "acdc_h5_sample"
     shutil.copytree(TEST_DATA / "acdc_h5_sample", source)
-    workspace.run("nnUNetv2_resunet_convert_acdc", "-i", source, "-d", 802, "-np", 1)
-    workspace.run("nnUNetv2_plan_and_preprocess", "-d", 802, "-c", "2d", "-np", 1, "-npfp", 1)
+    workspace.run("nnUNetv2_resunet_convert_acdc", "-i", source, "-d", 802, "-np", 2)
+    planned = workspace.run("nnUNetv2_plan_and_preprocess", "-d", 802, "-c", "2d", "-np", 1, "-npfp", 1,
+                            "--verify_dataset_integrity")
+    assert "verify_dataset_integrity Done" in planned.stdout
     output = workspace.train("ResUnetTrainer")
     summary = json.loads((output / "validation" / "summary.json").read_text())
     assert set(summary["mean"]) == {"1", "2", "3"}  # RV, MYO, LV
