@@ -28,7 +28,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -114,15 +114,12 @@ def _in_main_thread() -> bool:
 
 
 @contextmanager
-def interrupts_raise() -> Iterator[None]:
-    """Within the block, SIGTERM (a cluster job's time limit, ``kill``) raises :class:`Interrupted` like Ctrl-C."""
+def _signals_handled_by(handler: Callable[[int, FrameType | None], None]) -> Iterator[None]:
+    """Within the block, SIGINT and SIGTERM go to ``handler`` (only in the main thread, where Python runs handlers);
+    the previous handlers come back after it."""
     if not _in_main_thread():
         yield
         return
-
-    def handler(signum: int, frame: FrameType | None) -> None:
-        raise Interrupted(signum)
-
     previous = {s: signal.signal(s, handler) for s in HANDLED_SIGNALS}
     try:
         yield
@@ -132,21 +129,20 @@ def interrupts_raise() -> Iterator[None]:
 
 
 @contextmanager
+def interrupts_raise() -> Iterator[None]:
+    """Within the block, SIGTERM (a cluster job's time limit, ``kill``) raises :class:`Interrupted` like Ctrl-C."""
+    def handler(signum: int, frame: FrameType | None) -> None:
+        raise Interrupted(signum)
+
+    with _signals_handled_by(handler):
+        yield
+
+
+@contextmanager
 def interrupts_deferred(pending: list[int]) -> Iterator[None]:
     """Within the block, SIGINT and SIGTERM are only recorded in ``pending`` (the caller acts on them after it)."""
-    if not _in_main_thread():
+    with _signals_handled_by(lambda signum, frame: pending.append(signum)):
         yield
-        return
-
-    def handler(signum: int, frame: FrameType | None) -> None:
-        pending.append(signum)
-
-    previous = {s: signal.signal(s, handler) for s in HANDLED_SIGNALS}
-    try:
-        yield
-    finally:
-        for s, h in previous.items():
-            signal.signal(s, h)
 
 
 # ----------------------------------------------------------------------------------------------------------------------

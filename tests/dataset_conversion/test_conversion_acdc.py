@@ -18,7 +18,6 @@ from conversion_helpers import (
     assert_refused,
     case_ids,
     load_json,
-    make_nnunet_dirs,
     tree_digest,
 )
 from nnunet_workspace import TEST_DATA
@@ -34,11 +33,6 @@ REAL_SAMPLE_CASES = sorted(p.name[: -len(".h5")] for p in REAL_SAMPLE.glob("*.h5
 SPACING = (1.5625, 1.5625, 10.0)
 ORIGIN = (-120.0, 80.5, 12.0)
 DIRECTION = (0.0, 1.0, 0.0, -1.0, 0.0, 0.0, 0.0, 0.0, 1.0)
-
-
-@pytest.fixture
-def conversion_nnunet_dirs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> NnunetDirs:
-    return make_nnunet_dirs(tmp_path, monkeypatch)
 
 
 def convert_real_acdc_sample(tmp_path: Path, dataset_id: int = 802, name: str = "ACDCSample") -> Path:

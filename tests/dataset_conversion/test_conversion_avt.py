@@ -18,7 +18,6 @@ from conversion_helpers import (
     case_ids,
     check_five_folds,
     load_json,
-    make_nnunet_dirs,
     run_console,
     tree_digest,
     verify_with_nnunet,
@@ -38,11 +37,6 @@ SAFE = {n: n.replace(" (", "_").replace(")", "") for n in ALL_NAMES}
 SPACING = (0.8, 0.8, 2.0)
 ORIGIN = (10.0, -20.0, 30.0)
 DIRECTION = (1.0, 0.0, 0.0, 0.0, -1.0, 0.0, 0.0, 0.0, 1.0)
-
-
-@pytest.fixture
-def conversion_nnunet_dirs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> NnunetDirs:
-    return make_nnunet_dirs(tmp_path, monkeypatch)
 
 
 FIGSHARE_SHAPE = (3, 6, 7)

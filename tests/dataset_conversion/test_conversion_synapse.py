@@ -17,7 +17,6 @@ from conversion_helpers import (
     case_ids,
     check_five_folds,
     load_json,
-    make_nnunet_dirs,
     read_volume,
     run_console,
     tree_digest,
@@ -94,11 +93,6 @@ def make_btcv_release(root: Path) -> Path:
         write_nifti(image, training / "img" / f"img{case_id[4:]}.nii.gz")
         write_nifti(label, training / "label" / f"label{case_id[4:]}.nii.gz")
     return root
-
-
-@pytest.fixture
-def conversion_nnunet_dirs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> NnunetDirs:
-    return make_nnunet_dirs(tmp_path, monkeypatch)
 
 
 @pytest.fixture
