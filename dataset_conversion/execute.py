@@ -9,6 +9,8 @@ import os
 import sys
 import uuid
 from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
@@ -60,8 +62,14 @@ def parallel_map(
 ) -> list[Any]:
     """Apply ``function`` to every item with a progress bar; in ``num_processes`` worker processes when > 1.
 
-    The first exception in any worker stops the map and is re-raised here. Workers share the run's lock
-    (``lock_path``), leave Ctrl-C to this process, and exit when this process dies.
+    The first exception in any worker stops the map and is re-raised here; so does an interrupt of this process.
+    Either way the workers are killed (what they wrote is in the run's work folder, which the caller removes) and are
+    gone when this returns. A worker that dies by itself (the out-of-memory killer) is a :class:`ConversionError`.
+    Workers share the run's lock (``lock_path``), leave Ctrl-C to this process, and exit when this process dies.
+
+    (Not ``multiprocessing.Pool``: its ``terminate()`` kills workers that may hold its task queue's lock and can then
+    wait for that lock forever, and it waits forever for the result of a worker that died. ``ProcessPoolExecutor``
+    expects workers to die.)
 
     Returns:
         The results, in completion order.
@@ -70,15 +78,37 @@ def parallel_map(
         # the bar is closed on an error too, instead of printing its last state when the interpreter exits
         with tqdm(items, desc=desc, unit="case", file=sys.stdout) as progress:
             return [function(item) for item in progress]
-    # spawn: the parent may hold threads (torch, tqdm's monitor) that fork would copy in a locked state
-    with multiprocessing.get_context("spawn").Pool(
+    executor = ProcessPoolExecutor(
         min(num_processes, len(items)),
+        # spawn: the parent may hold threads (torch, tqdm's monitor) that fork would copy in a locked state
+        mp_context=multiprocessing.get_context("spawn"),
         initializer=init_worker,
         initargs=(None if lock_path is None else str(lock_path), os.getpid()),
-    ) as pool:
-        results = pool.imap_unordered(function, items)
-        with tqdm(results, total=len(items), desc=desc, unit="case", file=sys.stdout) as progress:
-            return list(progress)
+    )
+    try:
+        futures = [executor.submit(function, item) for item in items]
+        with tqdm(as_completed(futures), total=len(items), desc=desc, unit="case", file=sys.stdout) as progress:
+            return [future.result() for future in progress]
+    except BaseException as error:
+        _kill_workers(executor)
+        if isinstance(error, BrokenProcessPool):
+            raise ConversionError(
+                f"{desc}: a worker process ended abruptly (killed, or out of memory?) and nothing was kept; run "
+                f"again, with fewer worker processes (-np) if memory is short"
+            ) from error
+        raise
+    finally:
+        executor.shutdown(wait=True, cancel_futures=True)
+
+
+def _kill_workers(executor: ProcessPoolExecutor) -> None:
+    """SIGKILL the executor's worker processes (``ProcessPoolExecutor.kill_workers()`` from Python 3.14 on); the
+    executor then finds them dead, fails what is pending and cleans up."""
+    if hasattr(executor, "kill_workers"):
+        executor.kill_workers()
+        return
+    for process in list((executor._processes or {}).values()):
+        process.kill()
 
 
 def _run_job(job: CaseJob, output_folder: Path) -> tuple[str, dict[str, Any] | None]:

@@ -160,3 +160,19 @@ def check_five_folds(splits: list[dict[str, list[str]]], training_ids: list[str]
     for fold in splits:
         assert sorted(fold["train"] + fold["val"]) == sorted(training_ids)
         assert not set(fold["train"]) & set(fold["val"])
+
+
+def doomed_item(item: str) -> str:
+    """A case job for ``parallel_map``'s tests (importable by its spawned workers): ``"die"`` ends its worker
+    process mid-case (as the kernel's out-of-memory killer would), ``"fail"`` raises a ConversionError, anything
+    else takes a moment."""
+    import time
+
+    from nnunetv2_resunet.dataset_conversion.common import ConversionError
+
+    if item == "die":
+        os._exit(1)
+    if item == "fail":
+        raise ConversionError(f"{item}: this case is broken")
+    time.sleep(0.3)
+    return item

@@ -3,7 +3,8 @@
 Dataset and split land together or not at all; an overwrite clears what nnU-Net derived from the old dataset (or
 refuses, naming what it cannot judge); unwritable or missing output folders are one clear line; runs interrupted by
 SIGTERM or SIGKILL (real subprocesses, stopped mid-conversion) leave nothing that the next run does not clean up, and
-a run that is still writing is never touched.
+a run that is still writing is never touched; a case that fails, or a worker process that dies, ends the run with
+its error instead of hanging it.
 """
 
 from __future__ import annotations
@@ -330,3 +331,40 @@ def test_a_conversion_still_running_is_left_alone(tmp_path: Path, synapse_releas
         assert hidden_entries(dirs) == [] and not (dirs.raw / SYNAPSE).exists()
     finally:
         run.kill_everything()
+
+
+def run_parallel_map(items: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    """``parallel_map(doomed_item, items)`` on 2 worker processes, in a subprocess with a time limit: a hang fails
+    the test instead of stopping the suite."""
+    code = ("import sys\n"
+            "from conversion_helpers import doomed_item\n"
+            "from nnunetv2_resunet.dataset_conversion.common import ConversionError\n"
+            "from nnunetv2_resunet.dataset_conversion.execute import parallel_map\n"
+            "try:\n"
+            f"    parallel_map(doomed_item, {items!r}, 2, 'cases')\n"
+            "except ConversionError as error:\n"
+            "    sys.exit(f'ConversionError: {error}')\n")
+    here = Path(__file__).parent
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(here), str(here.parent), os.environ.get("PYTHONPATH", "")])}
+    try:
+        return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=env,
+                              cwd=cwd)  # not the repository root, whose source folders would shadow the install
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"parallel_map over {items} hung")
+
+
+def test_a_worker_that_dies_mid_case_ends_the_run_with_an_error(tmp_path: Path) -> None:
+    # multiprocessing.Pool waits for a dead worker's result forever
+    result = run_parallel_map(["ok", "die", "ok", "ok"], tmp_path)
+    assert result.returncode == 1
+    assert "ConversionError: cases: a worker process ended abruptly" in result.stderr
+    assert "-np" in result.stderr
+
+
+def test_a_failing_case_ends_the_run_with_its_error_while_others_convert(tmp_path: Path) -> None:
+    # Pool.terminate() kills workers that may hold its queue's lock, and can then wait for it forever; repeated
+    # because that deadlock depends on timing
+    for _ in range(5):
+        result = run_parallel_map(["ok", "ok", "fail", "ok", "ok", "ok"], tmp_path)
+        assert result.returncode == 1
+        assert result.stderr.strip().endswith("ConversionError: fail: this case is broken")
