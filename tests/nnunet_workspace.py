@@ -154,6 +154,14 @@ class NnUNetWorkspace:
                  env={**self.env, "nnUNet_n_proc_DA": "0"})  # augment in-process: 2 iterations need no workers
         return self.output_folder(name, fold)
 
+    def trained(self, base: str) -> Path:
+        """Fold 0 of ``base``'s short trainer, for tests that need a finished run but not a new one: the one an
+        earlier test of the session trained in this workspace, or one trained now."""
+        output = self.output_folder(f"{base}_short")
+        if (output / "checkpoint_final.pth").is_file():
+            return output
+        return self.train(base)
+
     def concurrently(self, jobs: dict[str, Callable[[], T]]) -> dict[str, T | BaseException]:
         """:func:`run_concurrently` for jobs that train in this workspace: the first runs alone while the dataset has
         no ``splits_final.json``, so that nnU-Net writes it once, before the others read it."""

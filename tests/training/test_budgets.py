@@ -65,21 +65,22 @@ def test_budget_sets_epochs_before_the_schedule_and_keeps_the_rest(name, tmp_pat
 
 
 def test_nnunet_predict_resolves_a_budget_variant_from_its_checkpoint(nnunet_workspace, tmp_path):
-    """A fold whose checkpoint names ``ResUnetTrainer_v0_1_5epochs``: nnUNetv2_predict must find that class by the
-    name stored in the checkpoint and build its network. The weights come from a short run of v0.1 (training 5
-    real epochs of 250 iterations is too long for a test); only the stored trainer name and folder are changed."""
-    trained = nnunet_workspace.train("ResUnetTrainer_v0_1")
+    """A fold whose checkpoint names ``ResUnetTrainer_5epochs``: nnUNetv2_predict must find that class by the name
+    stored in the checkpoint and build its network. The weights come from a short run of ResUnet v1.0 (the user-flow
+    tests' when the suite runs whole; training 5 real epochs of 250 iterations is too long for a test); only the
+    stored trainer name and folder are changed."""
+    trained = nnunet_workspace.trained("ResUnetTrainer")
     plans = "nnUNetPlans"
-    variant_dir = nnunet_workspace.output_folder("ResUnetTrainer_v0_1_5epochs", 0, plans)
+    variant_dir = nnunet_workspace.output_folder("ResUnetTrainer_5epochs", 0, plans)
     shutil.copytree(trained.parent, variant_dir.parent)
     checkpoint_file = variant_dir / "checkpoint_final.pth"
     checkpoint = torch.load(checkpoint_file, map_location="cpu", weights_only=False)
-    checkpoint["trainer_name"] = "ResUnetTrainer_v0_1_5epochs"
+    checkpoint["trainer_name"] = "ResUnetTrainer_5epochs"
     torch.save(checkpoint, checkpoint_file)
     images = nnunet_workspace.raw / SYNTHETIC_NAME / "imagesTs"
     nnunet_workspace.run("nnUNetv2_predict", "-i", images, "-o", tmp_path, "-d", SYNTHETIC_ID, "-c", "2d",
-                         "-tr", "ResUnetTrainer_v0_1_5epochs", "-f", "0", "-device", "cpu", "--disable_progress_bar",
-                         "--disable_tta")
+                         "-tr", "ResUnetTrainer_5epochs", "-f", "0", "-device", "cpu", "--disable_progress_bar",
+                         "--disable_tta", "-npp", "0", "-nps", "0")  # sequential: no worker processes for 2 images
     # nnU-Net builds the network of the class the checkpoint names and loads the weights strictly: a wrong class
     # (another network) would fail here.
     assert sorted(p.name for p in tmp_path.glob("*.nii.gz")) == ["test_000.nii.gz", "test_001.nii.gz"]
