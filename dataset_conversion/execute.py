@@ -39,22 +39,13 @@ from .transaction import (
     owner_description,
     recover_leftovers,
     report_leftovers,
+    write_json_atomically,
 )
 
 
 def _overlaps(a: Path, b: Path) -> bool:
     a, b = a.resolve(), b.resolve()
     return a == b or a in b.parents or b in a.parents
-
-
-def _write_json_atomically(content: Any, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        tmp.write_text(json.dumps(content, indent=4) + "\n", encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def parallel_map(
@@ -300,7 +291,7 @@ def execute_plan(plan: ConversionPlan, dataset_id: int, name: str, num_processes
             transaction.begin()
             _build_dataset(plan, transaction.new_raw, target.raw.name, num_processes, transaction.lock_path)
             for folder in (transaction.new_raw, transaction.new_preprocessed):
-                _write_json_atomically(plan.splits, folder / SPLITS_FILE)
+                write_json_atomically(plan.splits, folder / SPLITS_FILE)
             pending = transaction.commit()
         except TransactionError as e:
             transaction.abort()

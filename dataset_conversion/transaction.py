@@ -65,8 +65,9 @@ def _describe(error: OSError) -> str:
     return error.strerror or str(error)
 
 
-def _write_json(content: object, path: Path) -> None:
-    """Write JSON through a temporary file and a rename, so a reader never sees half a file."""
+def write_json_atomically(content: object, path: Path) -> None:
+    """Write JSON through a temporary file and a rename, so a reader never sees half a file (parents created)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
     try:
         tmp.write_text(json.dumps(content, indent=4) + "\n", encoding="utf-8")
@@ -231,7 +232,7 @@ class Transaction:
         try:
             self.lock_fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
             _lock(self.lock_fd, exclusive=False, blocking=True)
-            _write_json(
+            write_json_atomically(
                 {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%dT%H:%M:%S")},
                 self.raw_work / OWNER_FILE,
             )
@@ -268,7 +269,7 @@ class Transaction:
                     if target.exists() or target.is_symlink():
                         os.replace(target, work / OLD)
                         retired.append((work / OLD, target))
-                _write_json({"raw": str(self.raw_target), "preprocessed": str(self.preprocessed_target)},
+                write_json_atomically({"raw": str(self.raw_target), "preprocessed": str(self.preprocessed_target)},
                             self.raw_work / COMMIT_FILE)
             except OSError as e:
                 for old, target in reversed(retired):
