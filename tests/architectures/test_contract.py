@@ -102,3 +102,22 @@ def test_logits_not_probabilities(name):
 def test_rejects_non_positive_channels(name):
     with pytest.raises(ValueError, match="must be positive, got 0"):
         build_network(NETWORK_CONFIGS[name], 0, NUM_CLASSES)
+
+
+@pytest.mark.parametrize("name", list(NETWORK_CONFIGS))
+def test_without_deep_supervision_exactly_the_unused_heads_stop_training(name):
+    """nnU-Net wraps the network in DDP without ``find_unused_parameters``: a parameter that requires a gradient
+    must get one. With deep supervision off, exactly the parameters a real backward leaves without gradient stop
+    requiring one (heads only), and switching it back on makes them trainable again."""
+    net = network(name)
+    net.set_deep_supervision(False)
+    try:
+        frozen = {n for n, p in net.named_parameters() if not p.requires_grad}
+        net.zero_grad(set_to_none=True)
+        net(torch.randn(1, IN_CHANNELS, 40, 36)).sum().backward()
+        assert frozen == {n for n, p in net.named_parameters() if p.grad is None}
+        assert all(".seg_layers." in n for n in frozen)
+    finally:
+        net.set_deep_supervision(True)
+        net.zero_grad(set_to_none=True)
+    assert all(p.requires_grad for p in net.parameters())

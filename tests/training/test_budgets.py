@@ -60,7 +60,7 @@ def test_budget_sets_epochs_before_the_schedule_and_keeps_the_rest(name, tmp_pat
                       "num_val_iterations_per_epoch", "enable_deep_supervision", "save_every"):
         assert getattr(trainer, attribute) == getattr(base, attribute), attribute
     trainer.network = torch.nn.Conv2d(1, 3, 1)
-    _, scheduler = trainer.configure_optimizers()
+    _, scheduler = trainer.build_optimizer()
     assert scheduler.max_steps == variant.budget_epochs  # PolyLR decays over the budget, not over 1000 epochs
 
 

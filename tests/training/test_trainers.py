@@ -54,7 +54,7 @@ class _FakeConfiguration:
 
 
 def _bare_trainer(trainer_class: type[nnUNetTrainer], monkeypatch) -> nnUNetTrainer:
-    """A trainer object with just what _build_loss and configure_optimizers read (no plans, no dataset)."""
+    """A trainer object with just what _build_loss and build_optimizer read (no plans, no dataset)."""
     monkeypatch.setenv("nnUNet_compile", "f")
     trainer = object.__new__(trainer_class)
     trainer.label_manager, trainer.configuration_manager = _FakeLabels(), _FakeConfiguration()
@@ -79,7 +79,7 @@ def test_thesis_recipe_loss_is_04_ce_plus_06_dice(monkeypatch):
 
 def test_thesis_recipe_optimiser_is_sgd_09_with_weight_decay_1e4_and_polylr(monkeypatch):
     trainer = _bare_trainer(ResUnetTrainer_ThesisRecipe, monkeypatch)
-    optimizer, scheduler = trainer.configure_optimizers()
+    optimizer, scheduler = trainer.build_optimizer()
     group = optimizer.param_groups[0]
     assert isinstance(optimizer, torch.optim.SGD) and isinstance(scheduler, PolyLRScheduler)
     assert (group["lr"], group["momentum"], group["weight_decay"], group["nesterov"]) == (1e-2, 0.9, 1e-4, False)
@@ -88,7 +88,7 @@ def test_thesis_recipe_optimiser_is_sgd_09_with_weight_decay_1e4_and_polylr(monk
 def test_thesis_recipe_keeps_the_network_of_resunet_trainer():
     assert ResUnetTrainer_ThesisRecipe.resunet_config is ResUnetTrainer.resunet_config is LADDER["v1_0"]
     overridden = {k for k in vars(ResUnetTrainer_ThesisRecipe) if not k.startswith("__")}
-    assert overridden == {"recipe", "ce_weight", "dice_weight", "momentum", "_build_loss", "configure_optimizers"}
+    assert overridden == {"recipe", "ce_weight", "dice_weight", "momentum", "_build_loss", "build_optimizer"}
 
 
 @pytest.mark.parametrize("name", [n for n in FAMILY_TRAINER_CONFIGS if n != "ResUnetTrainer_ThesisRecipe"])
