@@ -26,8 +26,11 @@ import functools
 import gc
 import hashlib
 import io
+import math
 import os
+import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -90,16 +93,17 @@ def cpu_ddp_patches() -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def compiled_on_cpu(backend: str = "aot_eager") -> Iterator[None]:
+def compiled_on_cpu(backend: str = "aot_eager", fullgraph: bool = False) -> Iterator[None]:
     """nnU-Net's torch.compile path on CPU: ``_do_i_compile`` answers as on CUDA with ``nnUNet_compile=t``, and
     ``torch.compile`` uses ``backend`` (``aot_eager``: Dynamo's graph capture and AOTAutograd's joint forward and
-    backward graphs, run by eager kernels; no C++ compiler)."""
+    backward graphs, run by eager kernels; no C++ compiler); ``fullgraph=True`` makes any graph break an error."""
     from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
     original_compile, original_decision = torch.compile, nnUNetTrainer._do_i_compile
 
     def compile_with_backend(model=None, **kwargs):
         kwargs.setdefault("backend", backend)
+        kwargs.setdefault("fullgraph", fullgraph)
         return original_compile(model, **kwargs)
 
     torch.compile = compile_with_backend
@@ -152,10 +156,13 @@ def init_gloo(rank: int, world_size: int, store_file: str) -> None:
 
 
 def train_under_ddp(rank: int, world_size: int, store_file: str, environment: dict[str, str], dataset: str,
-                    patch_size: list[int], jobs: list[tuple[str, bool]], steps: int, results_folder: str) -> None:
+                    patch_size: list[int], jobs: list[tuple[str, bool]], steps: int, results_folder: str,
+                    compiled: bool) -> None:
     """One rank of ``nnUNetv2_train -num_gpus``, for each ``(trainer, deep_supervision)`` of ``jobs`` in turn:
-    the trainer's own ``initialize()`` on the DDP path, then ``steps`` real ``train_step`` calls on this rank's own
-    random batch of ``patch_size`` (the dataset's 2d plans with that patch; nnU-Net's deep-supervision targets).
+    the trainer's own ``initialize()`` on the DDP path (with torch.compile if ``compiled``, as on CUDA by default;
+    the CPU SyncBatchNorm's all-reduce breaks the graph at every batch norm, which the GPU kernels do not),
+    then ``steps`` real ``train_step`` calls on this rank's own random batch of ``patch_size`` (the dataset's 2d
+    plans with that patch; nnU-Net's deep-supervision targets).
 
     Writes ``rank<N>.json``: per job the losses and the digests of the parameters and buffers before and after the
     steps; or the error that stopped the run (later jobs are not tried: a rank that failed mid-collective leaves
@@ -171,7 +178,7 @@ def train_under_ddp(rank: int, world_size: int, store_file: str, environment: di
     plans, dataset_json = dataset_plans(dataset, "nnUNetPlans")
     plans["configurations"]["2d"]["patch_size"] = patch_size
     results = {}
-    with cpu_ddp_patches():
+    with cpu_ddp_patches(), compiled_on_cpu() if compiled else contextlib.nullcontext():
         for trainer_name, deep_supervision in jobs:
             key = f"{trainer_name} deep_supervision={deep_supervision}"
             try:
@@ -187,6 +194,7 @@ def train_under_ddp(rank: int, world_size: int, store_file: str, environment: di
                     losses.append(float(trainer.train_step({"data": data, "target": target})["loss"]))
                 results[key] = {"losses": losses, "before": before, "after": parameter_digest(network),
                                 "wrapped": type(trainer.network).__name__, "batch_size": trainer.batch_size,
+                                "compiled": type(trainer.network.module).__name__ == "OptimizedModule",
                                 "sync_batch_norm": any(isinstance(m, nn.SyncBatchNorm) for m in network.modules())}
             except Exception:
                 results[key] = {"error": traceback.format_exc()}
@@ -197,3 +205,48 @@ def train_under_ddp(rank: int, world_size: int, store_file: str, environment: di
     with open(os.path.join(results_folder, f"rank{rank}.json"), "w") as f:
         json.dump(results, f)
     dist.destroy_process_group()
+
+
+def run_ddp(environment: dict[str, str], dataset: str, patch_size: list[int], jobs: list[tuple[str, bool]],
+            steps: int, folder: Path, compiled: bool = False, timeout_s: float = 900) -> list[dict]:
+    """:func:`train_under_ddp` on two ranks started as nnU-Net's ``run_training`` starts them (``mp.spawn``);
+    returns each rank's results. Fails if the ranks do not finish within ``timeout_s``."""
+    import json
+
+    import torch.multiprocessing as mp
+
+    arguments = (2, str(folder / "store"), environment, dataset, patch_size, jobs, steps, str(folder), compiled)
+    context = mp.start_processes(train_under_ddp, args=arguments, nprocs=2, join=False, start_method="spawn")
+    deadline = time.monotonic() + timeout_s
+    try:
+        # join() returns as each rank ends (and raises when one fails); False while another is still running.
+        while not context.join(timeout=max(deadline - time.monotonic(), 0)):
+            if time.monotonic() >= deadline:
+                raise AssertionError(f"the DDP ranks did not finish within {timeout_s} s")
+    finally:
+        for process in context.processes:
+            if process.is_alive():
+                process.kill()
+    return [json.loads((folder / f"rank{rank}.json").read_text()) for rank in range(2)]
+
+
+def nnunet_environment(workspace) -> dict[str, str]:
+    """nnU-Net's folders of a test workspace, for the ranks (their nnUNet_extTrainer is what their start made it)."""
+    return {k: workspace.env[k] for k in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results", "nnUNet_compile")}
+
+
+def check_ddp_job(ranks: list[dict], trainer: str, deep_supervision: bool) -> dict:
+    """Assert that both ranks trained this job of :func:`run_ddp`: finite losses on their own batches, and the same
+    parameters and buffers afterwards, from the same start. Returns rank 0's results."""
+    key = f"{trainer} deep_supervision={deep_supervision}"
+    for rank, results in enumerate(ranks):
+        assert key in results, f"rank {rank} stopped before this job: {list(results.values())[-1]}"
+        assert "error" not in results[key], f"rank {rank}:\n{results[key]['error']}"
+    first, second = (results[key] for results in ranks)
+    assert first["wrapped"] == "CpuDDP" and first["sync_batch_norm"] == second["sync_batch_norm"]
+    assert first["batch_size"] + second["batch_size"] == 2  # the plans' batch, split over the ranks
+    assert all(math.isfinite(loss) for loss in first["losses"] + second["losses"])
+    assert first["losses"] != second["losses"]  # each rank trained on its own batch ...
+    assert first["after"] == second["after"]  # ... and both hold the same parameters and buffers afterwards
+    assert first["before"] == second["before"] and first["after"] != first["before"]  # from the same start; trained
+    return first

@@ -69,8 +69,9 @@ def build_trainer(trainer_name: str, plans: dict, dataset_json: dict, configurat
 
 
 def is_channels_last(network: nn.Module) -> bool:
-    """Whether the network's convolution weights are in NHWC (channels_last) layout."""
-    weights = [p for p in network.parameters() if p.dim() == 4 and p.shape[1] * p.shape[2] * p.shape[3] > 1]
+    """Whether the network's convolution weights are in NHWC (channels_last) layout (judged on the kernels where the
+    two layouts differ: more than one input channel and more than one tap)."""
+    weights = [p for p in network.parameters() if p.dim() == 4 and p.shape[1] > 1 and p.shape[2] * p.shape[3] > 1]
     return bool(weights) and all(w.is_contiguous(memory_format=torch.channels_last) and not w.is_contiguous()
                                  for w in weights)
 

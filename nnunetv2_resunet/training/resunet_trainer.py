@@ -10,7 +10,9 @@ What the network starts from is nnU-Net's business: from scratch, from ``--c``'s
 its pretrained encoder (``imagenet_init``, ladder step v0.2) refuses to train from scratch.
 """
 
+import numpy as np
 import torch
+from nnunetv2.training.loss.deep_supervision import DeepSupervisionWrapper
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunetv2.utilities.label_handling.label_handling import determine_num_input_channels
 from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager, PlansManager
@@ -78,6 +80,19 @@ class ResUnetTrainer(nnUNetTrainer):
         if not self.enable_deep_supervision:
             return None
         return [[1 / stride] * 2 for stride in self._output_strides()]
+
+    def _build_loss(self):
+        """nnU-Net's loss, with one change under DDP: the lowest-resolution output keeps a weight of 1e-6 (nnU-Net
+        gives it 0, or 1e-6 under DDP without torch.compile), so that its head gets a gradient, which DDP waits for.
+        nnU-Net relies on torch.compile producing a zero gradient for it; under DDP, compile splits the graph at
+        DDP's gradient buckets and the unused head's piece has no backward to run ("Expected to have finished
+        reduction": seen with every network here on nnU-Net's -num_gpus path with compile on)."""
+        loss = super()._build_loss()
+        if self.is_ddp and isinstance(loss, DeepSupervisionWrapper) and loss.weight_factors[-1] == 0:
+            weights = np.array([1 / 2 ** i for i in range(len(loss.weight_factors))])
+            weights[-1] = 1e-6
+            loss.weight_factors = tuple(weights / weights.sum())
+        return loss
 
     def _output_strides(self) -> tuple[int, ...]:
         if self.network is not None:

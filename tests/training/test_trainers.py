@@ -120,3 +120,17 @@ def test_deep_supervision_scales_before_initialize(trainer_class, tmp_path, monk
     scales = trainer._get_deep_supervision_scales()
     network = trainer.build_network_architecture(trainer.plans_manager, trainer.configuration_manager, 1, 3, True)
     assert scales == [[1 / s, 1 / s] for s in network.output_strides]
+
+
+def test_channels_last_on_cuda_also_under_ddp(monkeypatch, tmp_path):
+    """nnU-Net calls configure_optimizers before wrapping the network in DDP: the layout is set there, so DDP's
+    gradient buckets are made for NHWC weights (skipping DDP, as before, left multi-GPU runs in NCHW)."""
+    from nnunetv2_resunet.benchmarking.trainer_steps import build_trainer, is_channels_last
+
+    plans, dataset_json = synthetic_plans((32, 32), 2, num_classes=3)
+    trainer = build_trainer("ResUnetTrainer_v0_1", plans, dataset_json, "2d", torch.device("cpu"))
+    assert not is_channels_last(trainer.network)  # not on CPU, where nnU-Net does not train
+    monkeypatch.setattr(trainer, "device", torch.device("cuda"))
+    monkeypatch.setattr(trainer, "is_ddp", True)
+    trainer.configure_optimizers()
+    assert is_channels_last(trainer.network)
