@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
+import os
 import shutil
 import subprocess
 import sys
@@ -141,7 +142,12 @@ def dispatch(args: argparse.Namespace) -> int:
     if args.command == "run":
         from nnunetv2_resunet.studies.local import run_study, slot_environments
 
-        states = run_study(study, runs, folders, options, slot_environments(args.gpus, args.jobs))
+        slots = slot_environments(args.gpus, args.jobs)
+        if "nnUNet_n_proc_DA" in slots[0]:
+            print(f"{len(slots)} runs at a time, each with nnUNet_n_proc_DA={slots[0]['nnUNet_n_proc_DA']} "
+                  f"data-augmentation workers (of {len(os.sched_getaffinity(0))} CPUs; set nnUNet_n_proc_DA to "
+                  f"choose)", file=sys.stderr)
+        states = run_study(study, runs, folders, options, slots)
         print(format_status(study, runs, states, folders))
         return 0 if all(s.status == Status.DONE for s in states.values()) else 1
     missing = [c for c in ("sbatch", "srun") if shutil.which(c) is None]

@@ -151,3 +151,22 @@ def test_status_names_what_is_missing_before_anything_runs(study_workspace, tmp_
     result = study_workspace.study("status", study, check=False, env=no_env)
     assert result.returncode == 2
     assert "set nnU-Net's environment variables first: nnUNet_raw, nnUNet_preprocessed, nnUNet_results" in result.stderr
+
+
+def test_runs_on_several_gpus_share_the_cpus_for_augmentation(monkeypatch):
+    """nnU-Net sizes each training's augmentation workers as if it had the node alone (12 + 6 on an unknown host):
+    four runs at once on a 32-core node get 5 + 2 each (plus their main process: 8 per run)."""
+    from nnunetv2.utilities import default_n_proc_DA
+
+    from nnunetv2_resunet.studies.local import augmentation_workers, slot_environments
+
+    monkeypatch.delenv("nnUNet_n_proc_DA", raising=False)
+    monkeypatch.setattr(default_n_proc_DA, "get_allowed_n_proc_DA", lambda: 12)  # nnU-Net's default host
+    slots = slot_environments(["0", "1", "2", "3"], 1, cpus=32)
+    assert slots == [{"CUDA_VISIBLE_DEVICES": g, "nnUNet_n_proc_DA": "5"} for g in "0123"]
+    assert slot_environments(["0"], 1, cpus=32) == [{"CUDA_VISIBLE_DEVICES": "0"}]  # one run: nnU-Net's own choice
+    assert augmentation_workers(2, 64) == 12  # never more than nnU-Net would take
+    assert augmentation_workers(8, 8) == 1  # never none (0 would augment in the training process)
+    assert slot_environments(None, 2, cpus=12) == [{"nnUNet_n_proc_DA": "3"}] * 2  # -j 2 on CPU as well: 3 + 1 + 1
+    monkeypatch.setenv("nnUNet_n_proc_DA", "3")  # the user's choice holds for every run
+    assert slot_environments(["0", "1"], 1, cpus=32) == [{"CUDA_VISIBLE_DEVICES": "0"}, {"CUDA_VISIBLE_DEVICES": "1"}]
