@@ -77,6 +77,7 @@ setup(
             "nnUNetv2_resunet_convert_acdc = nnunetv2_resunet.dataset_conversion.convert_acdc:main",
             "nnUNetv2_resunet_convert_avt = nnunetv2_resunet.dataset_conversion.convert_avt:main",
             "nnUNetv2_resunet_benchmark = nnunetv2_resunet.benchmarking.cli:main",
+            "nnUNetv2_resunet_check = nnunetv2_resunet.benchmarking.check_cli:main",
             "nnUNetv2_resunet_plan = nnunetv2_resunet.experiment_planning.cli:main",
             "nnUNetv2_resunet_study = nnunetv2_resunet.studies.cli:main",
             "nnUNetv2_resunet_init_weights = nnunetv2_resunet.training.init_weights:main",

@@ -34,7 +34,8 @@ def _scratch_nnunet_env(compile_network: bool) -> Iterator[None]:
 
 
 def build_trainer(trainer_name: str, plans: dict, dataset_json: dict, configuration: str, device: torch.device,
-                  compile_network: bool = False, channels_last: bool | None = None):
+                  compile_network: bool = False, channels_last: bool | None = None,
+                  compile_backend: str | None = None):
     """Construct the trainer and give it what ``initialize`` would, in ``initialize``'s order: network (built by the
     trainer's own ``build_network_architecture`` with nnU-Net's arguments, moved to the device, compiled), optimizer
     (``configure_optimizers``, which for our trainers also prepares the network: deep supervision, channels_last on
@@ -42,6 +43,7 @@ def build_trainer(trainer_name: str, plans: dict, dataset_json: dict, configurat
 
     ``channels_last``: None does what the trainer does on this device (ours: NHWC on CUDA, see
     ``ResUnetTrainer.prepare_network_for_training``; nnU-Net's: never); True or False forces it.
+    ``compile_backend``: torch.compile's backend for the network (default: torch's, inductor).
     """
     from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
     from nnunetv2.utilities.label_handling.label_handling import determine_num_input_channels
@@ -59,7 +61,8 @@ def build_trainer(trainer_name: str, plans: dict, dataset_json: dict, configurat
         network = trainer.build_network_architecture(
             trainer.plans_manager, trainer.configuration_manager, trainer.num_input_channels,
             trainer.label_manager.num_segmentation_heads, trainer.enable_deep_supervision).to(device)
-        trainer.network = torch.compile(network) if compile_network else network
+        backend = {"backend": compile_backend} if compile_backend else {}
+        trainer.network = torch.compile(network, **backend) if compile_network else network
         trainer.optimizer, trainer.lr_scheduler = trainer.configure_optimizers()
         if channels_last is not None:
             network.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
