@@ -34,6 +34,9 @@ SYNTHETIC_SHAPE = (4, 48, 40)
 SYNTHETIC_CASES = 8
 
 T = TypeVar("T")
+# Longest a single nnU-Net command of the tests may take (a short training with its validation, a prediction, a
+# planning run); past it the command is killed and the test fails naming it, instead of hanging CI.
+COMMAND_TIMEOUT_S = 600
 
 
 def write_synthetic_case(images_dir: Path, labels_dir: Path | None, case: str, rng: np.random.Generator) -> None:
@@ -121,7 +124,13 @@ class NnUNetWorkspace:
     def run(self, *args: str, check: bool = True, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
         """Run a console command; on failure the assertion message carries its output."""
         command = [*console_script(str(args[0])), *map(str, args[1:])]
-        result = subprocess.run(command, env=env or self.env, capture_output=True, text=True)
+        try:
+            result = subprocess.run(command, env=env or self.env, capture_output=True, text=True,
+                                    timeout=COMMAND_TIMEOUT_S)
+        except subprocess.TimeoutExpired as error:
+            raise AssertionError(f"{' '.join(map(str, args))} did not end within {COMMAND_TIMEOUT_S} s\n"
+                                 f"--- stdout (tail) ---\n{(error.stdout or b'')[-6000:]!r}\n"
+                                 f"--- stderr (tail) ---\n{(error.stderr or b'')[-6000:]!r}") from error
         if check and result.returncode != 0:
             raise AssertionError(f"{' '.join(map(str, args))} exited {result.returncode}\n"
                                  f"--- stdout (tail) ---\n{result.stdout[-6000:]}\n"
@@ -153,14 +162,6 @@ class NnUNetWorkspace:
         self.run("nnUNetv2_train", self.dataset_id, "2d", fold, "-tr", name, "-device", "cpu", *extra_args,
                  env={**self.env, "nnUNet_n_proc_DA": "0"})  # augment in-process: 2 iterations need no workers
         return self.output_folder(name, fold)
-
-    def trained(self, base: str) -> Path:
-        """Fold 0 of ``base``'s short trainer, for tests that need a finished run but not a new one: the one an
-        earlier test of the session trained in this workspace, or one trained now."""
-        output = self.output_folder(f"{base}_short")
-        if (output / "checkpoint_final.pth").is_file():
-            return output
-        return self.train(base)
 
     def concurrently(self, jobs: dict[str, Callable[[], T]]) -> dict[str, T | BaseException]:
         """:func:`run_concurrently` for jobs that train in this workspace: the first runs alone while the dataset has

@@ -29,6 +29,7 @@ def report(tmp_path_factory):
         return json.load(f), (out / "tiny.md").read_text(), completed.stdout
 
 
+@pytest.mark.integration
 def test_files_and_table_are_written(report):
     data, markdown, stdout = report
     assert [r["trainer"] for r in data["results"]] == TRAINERS
@@ -37,6 +38,7 @@ def test_files_and_table_are_written(report):
     assert data["meta"]["device_type"] == "cpu"
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("field", ["parameters", "forward_gflops_per_patch", "train_step_ms", "train_ms_per_patch",
                                    "inference_ms_per_patch", "activation_mib_per_patch", "achieved_tflops"])
 def test_figures_are_positive(report, field):
@@ -44,6 +46,7 @@ def test_figures_are_positive(report, field):
         assert result[field] > 0, (result["trainer"], field, result[field])
 
 
+@pytest.mark.integration
 def test_ratios_are_to_the_first_trainer(report):
     results = report[0]["results"]
     assert all(v == pytest.approx(1.0) for v in results[0]["ratio_to_first"].values() if v is not None)
@@ -52,6 +55,7 @@ def test_ratios_are_to_the_first_trainer(report):
         assert ratio == pytest.approx(result["forward_gflops_per_patch"] / results[0]["forward_gflops_per_patch"])
 
 
+@pytest.mark.integration
 def test_no_mfu_on_cpu_without_a_peak(report):
     assert all(r["mfu"] is None for r in report[0]["results"])
 

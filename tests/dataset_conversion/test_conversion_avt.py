@@ -343,6 +343,7 @@ def test_2d_layout_bad_input(
                    avt_2d_release, names, says, conversion_nnunet_dirs)
 
 
+@pytest.mark.integration
 def test_console_command_overwrite_and_nnunet_integrity(
     figshare_release: Path, conversion_nnunet_dirs: NnunetDirs
 ) -> None:

@@ -147,6 +147,7 @@ def plan_with_nnunet(dirs: NnunetDirs) -> Path:
     return folder
 
 
+@pytest.mark.integration
 def test_overwrite_clears_what_nnunet_derived_from_the_old_dataset(
     synapse_release: Path, dirs: NnunetDirs, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -160,6 +161,7 @@ def test_overwrite_clears_what_nnunet_derived_from_the_old_dataset(
     assert hidden_entries(dirs) == []
 
 
+@pytest.mark.integration
 def test_overwrite_refuses_files_it_cannot_judge(synapse_release: Path, dirs: NnunetDirs) -> None:
     out = convert_synapse(synapse_release, 801)
     folder = plan_with_nnunet(dirs)
@@ -171,6 +173,7 @@ def test_overwrite_refuses_files_it_cannot_judge(synapse_release: Path, dirs: Nn
     assert (out / "marker").exists() and sorted(p.name for p in folder.iterdir()) == before
 
 
+@pytest.mark.integration
 def test_stale_preprocessed_data_without_overwrite_is_refused(synapse_release: Path, dirs: NnunetDirs) -> None:
     """A raw dataset deleted by hand leaves its fingerprint behind, which nnU-Net would reuse for the new one."""
     out = convert_synapse(synapse_release, 801)
@@ -278,6 +281,7 @@ RELEASES = {
 }
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize(
     ("converter", "num_processes"),
     [("convert_synapse", 1), ("convert_synapse", 2), ("convert_acdc", 2), ("convert_avt", 2)],
@@ -299,6 +303,7 @@ def test_sigterm_mid_conversion_leaves_nothing(
         run.kill_everything()
 
 
+@pytest.mark.integration
 def test_sigkill_leftover_is_removed_by_the_next_run(
     tmp_path: Path, synapse_release: Path, dirs: NnunetDirs, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -317,6 +322,7 @@ def test_sigkill_leftover_is_removed_by_the_next_run(
         run.kill_everything()
 
 
+@pytest.mark.integration
 def test_a_conversion_still_running_is_left_alone(tmp_path: Path, synapse_release: Path, dirs: NnunetDirs) -> None:
     run = PausedConversion(tmp_path, dirs, synapse_release, ["-np", "1"])
     try:

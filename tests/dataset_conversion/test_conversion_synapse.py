@@ -347,6 +347,7 @@ def test_btcv_rejects_spacing(btcv_release: Path, conversion_nnunet_dirs: Nnunet
         convert_synapse(btcv_release, 802, spacing=(1.0, 1.0, 1.0))
 
 
+@pytest.mark.integration
 def test_console_command_and_nnunet_integrity(transunet_release: Path, conversion_nnunet_dirs: NnunetDirs) -> None:
     result = run_console(
         "nnUNetv2_resunet_convert_synapse",

@@ -77,6 +77,7 @@ def load_2d(folder, plans_identifier: str):
     return PlansManager(str(folder / f"{plans_identifier}.json")).get_configuration("2d")
 
 
+@pytest.mark.integration
 def test_plans_file_is_valid_and_follows_nnunet_rules(planned):
     config = load_2d(planned["folder"], PLANS_IDENTIFIER)
     assert config.batch_size >= 2
@@ -91,11 +92,13 @@ def test_plans_file_is_valid_and_follows_nnunet_rules(planned):
     assert "Train with: nnUNetv2_train 951 2d FOLD -p nnUNetResUnetPlans -tr ResUnetTrainer" in planned["out_default"]
 
 
+@pytest.mark.integration
 def test_2d_data_is_preprocessed(planned):
     data_folder = planned["folder"] / "nnUNetPlans_2d"
     assert data_folder.is_dir() and len(list(data_folder.iterdir())) >= N_CASES
 
 
+@pytest.mark.integration
 def test_small_target_plans_less_than_nnunet_default(planned):
     ours = load_2d(planned["folder"], "nnUNetResUnetPlans_small")
     default = load_2d(planned["folder"], "nnUNetPlans")
@@ -106,6 +109,7 @@ def test_small_target_plans_less_than_nnunet_default(planned):
     assert "nnUNetv2_preprocess -d 951 -plans_name nnUNetResUnetPlans_small -c 2d" in planned["out_small"]
 
 
+@pytest.mark.integration
 def test_resunet_trainer_builds_from_the_plans(planned, monkeypatch):
     """The planned patch goes through the network nnU-Net's trainer builds (via the benchmark's trainer setup)."""
     import torch

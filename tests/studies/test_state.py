@@ -91,7 +91,8 @@ def test_lock_is_exclusive_and_released(tmp_path):
 
 def test_lock_of_a_dead_process_is_taken_over(tmp_path):
     path = tmp_path / "study_train.lock"
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True,
+                          timeout=60)
     path.write_text(json.dumps({"host": socket.gethostname(), "pids": [int(dead.stdout)], "started": "then"}))
     assert not read_lock(path).alive()
     lock = RunLock(path, "a")

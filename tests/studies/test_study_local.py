@@ -75,7 +75,7 @@ def test_a_killed_training_resumes_and_a_cut_short_checkpoint_is_reported(study_
         assert time.monotonic() < deadline, "no checkpoint within 10 minutes"
         time.sleep(0.2)
     os.killpg(process.pid, signal.SIGKILL)
-    process.wait()
+    process.wait(timeout=60)
     assert not (fold0 / "checkpoint_final.pth").is_file()
 
     status = study_workspace.study("status", study).stdout

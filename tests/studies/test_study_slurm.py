@@ -86,7 +86,7 @@ def run_queue():
                        "SLURM_JOB_NUM_NODES": "1", "SLURM_JOB_NODELIST": "localhost"}
                 if task is not None:
                     env.update(SLURM_ARRAY_JOB_ID=job["id"], SLURM_ARRAY_TASK_ID=str(task))
-                codes[str(task)] = subprocess.call(["bash", job["script"]], env=env)
+                codes[str(task)] = subprocess.call(["bash", job["script"]], env=env, timeout=900)
             job["tasks"] = {t: "COMPLETED" if c == 0 else "FAILED" for t, c in codes.items()}
             job["state"] = "COMPLETED" if not any(codes.values()) else "FAILED"
             save(jobs)
@@ -107,7 +107,7 @@ def srun(args):
             else:
                 err = path
     with open(out, "a") as stdout, open(err or out, "a") as stderr:
-        sys.exit(subprocess.call(args, stdout=stdout, stderr=stderr))
+        sys.exit(subprocess.call(args, stdout=stdout, stderr=stderr, timeout=900))
 
 
 def sacct(args):
@@ -161,7 +161,7 @@ class FakeSlurm:
         return json.loads(path.read_text()) if path.exists() else []
 
     def run_queue(self) -> None:
-        subprocess.run([sys.executable, str(self.folder / "fake_slurm.py"), "run"], check=True)
+        subprocess.run([sys.executable, str(self.folder / "fake_slurm.py"), "run"], check=True, timeout=900)
 
 
 def submitted_keys(slurm_folder: Path, job: dict) -> list[str]:
