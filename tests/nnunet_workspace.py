@@ -99,6 +99,21 @@ class {name}({base}):
         return configured
 '''
 
+# For networks of 100 M parameters (TransUNet): a two-iteration check needs the final checkpoint only, and not
+# AdamW's two moment tensors per parameter (2x the weights; the learning rate and settings in its param_groups stay).
+LIGHT_CHECKPOINTS = '''
+    def save_checkpoint(self, filename: str) -> None:
+        if not filename.endswith("checkpoint_final.pth"):
+            return  # checkpoint_best.pth after the first (and only) epoch would be a second copy
+        from collections import defaultdict
+
+        moments, self.optimizer.state = self.optimizer.state, defaultdict(dict)
+        try:
+            super().save_checkpoint(filename)
+        finally:
+            self.optimizer.state = moments
+'''
+
 
 class NnUNetWorkspace:
     """nnU-Net's three folders plus an ext-trainer folder, and a way to run nnU-Net's CLI against them."""
@@ -137,13 +152,17 @@ class NnUNetWorkspace:
                                  f"--- stderr (tail) ---\n{result.stderr[-6000:]}")
         return result
 
-    def add_short_trainer(self, base: str, module: str | None = None, epochs: int = 1) -> str:
-        """Write ``{base}_short`` (``epochs`` epochs of 2 iterations) into the ext-trainer folder; return its name."""
+    def add_short_trainer(self, base: str, module: str | None = None, epochs: int = 1,
+                          light_checkpoints: bool = False) -> str:
+        """Write ``{base}_short`` (``epochs`` epochs of 2 iterations) into the ext-trainer folder; return its name.
+        ``light_checkpoints``: only checkpoint_final.pth, without the optimizer's moments (``LIGHT_CHECKPOINTS``)."""
         if module is None:
             module = ("nnunetv2.training.nnUNetTrainer.nnUNetTrainer" if base == "nnUNetTrainer"
                       else "nnunetv2_resunet.training")
         name = f"{base}_short"
         source = SHORT_TRAINER_TEMPLATE.format(base=base, module=module, name=name, epochs=epochs)
+        if light_checkpoints:
+            source += LIGHT_CHECKPOINTS
         # Written aside, then renamed: nnU-Net's trainer lookup imports every module of the folder, and a run started
         # by run_concurrently may be importing it now.
         target = self.ext_trainers / f"short_{base}.py"
@@ -156,9 +175,9 @@ class NnUNetWorkspace:
         return self.results / self.dataset_name / f"{trainer}__{plans}__2d" / f"fold_{fold}"
 
     def train(self, base: str, fold: int = 0, extra_args: tuple[str, ...] = (), module: str | None = None,
-              epochs: int = 1) -> Path:
+              epochs: int = 1, light_checkpoints: bool = False) -> Path:
         """Train a short-run subclass of ``base`` with the real ``nnUNetv2_train`` on CPU; return its fold folder."""
-        name = self.add_short_trainer(base, module, epochs)
+        name = self.add_short_trainer(base, module, epochs, light_checkpoints)
         self.run("nnUNetv2_train", self.dataset_id, "2d", fold, "-tr", name, "-device", "cpu", *extra_args,
                  env={**self.env, "nnUNet_n_proc_DA": "0"})  # augment in-process: 2 iterations need no workers
         return self.output_folder(name, fold)
