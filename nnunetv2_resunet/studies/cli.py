@@ -15,6 +15,7 @@ import argparse
 import contextlib
 import io
 import shutil
+import signal
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -112,6 +113,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     except StudyFileError as error:
         print(f"nnUNetv2_resunet_study: error: {error}", file=sys.stderr)
         sys.exit(2)
+    except KeyboardInterrupt:  # the runs it started were stopped and their exits logged; a re-run resumes them
+        print("nnUNetv2_resunet_study: interrupted (Ctrl-C); run the same command again to resume", file=sys.stderr)
+        sys.exit(128 + signal.SIGINT)
 
 
 def dispatch(args: argparse.Namespace) -> int:

@@ -21,7 +21,11 @@ from nnunetv2_resunet.experiment_planning.synthetic_plans import synthetic_plans
 from nnunetv2_resunet.training import COMPARISON_TRAINERS, ResUnetTrainer_PVTv2B2, ResUnetTrainer_ThesisRecipe
 
 PATCH = (32, 32)
-TRAINERS = [*COMPARISON_TRAINERS.values(), ResUnetTrainer_ThesisRecipe, ResUnetTrainer_PVTv2B2]
+# The comparison trainers that tests/integration/test_family_training.py does not run through nnUNetv2_train (it
+# checks the same things of the others there), the thesis recipe, and ResUnet's decoder on PVTv2-B2.
+CLI_RUN = {"UNetPlusPlusTrainer_R34", "UNet3PlusTrainer_R34", "ResidualUNetTrainer_SpatialAttention"}
+TRAINERS = [*(t for t in COMPARISON_TRAINERS.values() if t.__name__ not in CLI_RUN), ResUnetTrainer_ThesisRecipe,
+            ResUnetTrainer_PVTv2B2]
 REGION_LABELS = {"background": 0, "whole": [1, 2], "core": 2}
 
 
