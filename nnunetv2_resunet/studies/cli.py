@@ -40,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
              "submit": "submit the missing runs to SLURM (through submitit)"}
     for name, text in helps.items():
         sub = commands.add_parser(name, help=text, description=text)
-        sub.add_argument("study", help="the study file (TOML), e.g. studies/acdc_ladder.toml")
+        sub.add_argument("study", help="the study file (TOML), e.g. studies/thesis_ladder.toml")
         sub.add_argument("-o", dest="reports", default=DEFAULT_REPORTS,
                          help="folder under which the report goes, as <this>/<study name>/ (default: ./results)")
         if name in ("plan", "run", "submit"):

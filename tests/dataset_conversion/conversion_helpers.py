@@ -1,4 +1,4 @@
-"""Helpers and fixtures shared by the dataset converter tests (tests/test_conversion_*.py).
+"""Helpers and fixtures shared by the dataset converter tests (tests/dataset_conversion/test_*.py).
 
 Kept out of nnunet_workspace.py so that other test suites are unaffected; test modules import what they use and wrap
 ``make_nnunet_dirs`` in a module-local fixture.

@@ -1,8 +1,9 @@
-"""Each trainer as nnU-Net makes it: its real ``__init__`` on plans, its real ``initialize()`` (network, optimizer,
-loss, as ``nnUNetv2_train`` calls it), and one real ``train_step``. What a two-iteration ``nnUNetv2_train`` of every
-comparison trainer used to show, at unit level: the trained network is the config's, deep supervision and the
-recipe are the trainer's, and a step trains. (tests/integration/test_family_training.py runs the real command once
-per decoder family.) The thesis recipe's loss is checked against nnU-Net's loss classes, for labels and regions."""
+"""Trainers as nnU-Net makes them: the real ``__init__`` on plans, the real ``initialize()`` (network, optimizer, loss,
+as ``nnUNetv2_train`` calls it) and one real ``train_step``. For the comparison trainers that
+tests/integration/test_family_training.py does not run through ``nnUNetv2_train`` (it runs one per decoder family),
+the thesis recipe and ResUnet's decoder on PVTv2-B2, this shows what a two-iteration CLI run of each used to: the
+trained network is the config's, deep supervision and the recipe are the trainer's, and a step trains. The thesis
+recipe's loss is checked against nnU-Net's loss classes, for labels and for regions."""
 
 from __future__ import annotations
 
