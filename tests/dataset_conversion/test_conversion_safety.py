@@ -28,6 +28,7 @@ from conversion_helpers import (
     run_console,
     verify_with_nnunet,
 )
+from nnunet_workspace import process_alive
 from nnunetv2_resunet.dataset_conversion.common import ConversionError
 from nnunetv2_resunet.dataset_conversion.convert_acdc import convert_acdc
 from nnunetv2_resunet.dataset_conversion.convert_synapse import convert_synapse
@@ -249,14 +250,6 @@ if __name__ == "__main__":
 """
 
 
-def alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (FileNotFoundError, ProcessLookupError):
-        return False
-    return state != "Z"
-
-
 class PausedConversion:
     """A converter's console entry point in a subprocess, waiting at ``pause_at`` (see ``PAUSING_DRIVER``); in a
     process group of its own, so that a Ctrl-C can reach it and its workers together."""
@@ -310,7 +303,7 @@ class PausedConversion:
 
     def kill_everything(self) -> None:
         for pid in [self.process.pid, *self.writer_pids]:
-            if alive(pid):
+            if process_alive(pid):
                 os.kill(pid, signal.SIGKILL)
         if self.process.poll() is None:
             self.process.communicate(timeout=30)
@@ -318,9 +311,9 @@ class PausedConversion:
 
 def wait_until_dead(pids: list[int], seconds: float = 20) -> None:
     deadline = time.monotonic() + seconds
-    while any(alive(p) for p in pids) and time.monotonic() < deadline:
+    while any(process_alive(p) for p in pids) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert not any(alive(p) for p in pids), f"still running: {[p for p in pids if alive(p)]}"
+    assert not any(process_alive(p) for p in pids), f"still running: {[p for p in pids if process_alive(p)]}"
 
 
 RELEASES = {

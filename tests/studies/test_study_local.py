@@ -8,12 +8,11 @@ import re
 import signal
 import subprocess
 import time
-from pathlib import Path
 
 import pytest
 import torch
 from conftest import DEFAULT_SHORT, RESUMABLE, RESUNET_SHORT, write_study
-from nnunet_workspace import SYNTHETIC_NAME, console_script
+from nnunet_workspace import SYNTHETIC_NAME, console_script, process_alive
 
 from nnunetv2_resunet.studies.locks import RunLock, read_lock
 from nnunetv2_resunet.studies.state import checkpoint_problem
@@ -123,14 +122,6 @@ def test_a_killed_training_resumes_and_a_cut_short_checkpoint_is_reported(study_
     assert re.search(r"fold_0\s+mismatch\s+started from -pretrained_weights", status)
 
 
-def pid_alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (FileNotFoundError, ProcessLookupError):
-        return False
-    return state != "Z"
-
-
 @pytest.mark.parametrize("how", ["SIGTERM", "Ctrl-C"])
 def test_sigterm_or_ctrl_c_stops_the_study_and_its_nnunet_process(study_workspace, local_study, how):
     """``kill`` (SIGTERM, to our process only) or Ctrl-C (SIGINT, to the terminal's whole process group): the study
@@ -167,10 +158,10 @@ def test_sigterm_or_ctrl_c_stops_the_study_and_its_nnunet_process(study_workspac
     if how == "Ctrl-C":
         assert "nnUNetv2_resunet_study: interrupted (Ctrl-C)" in err
     for _ in range(100):  # the study waited for it, but a zombie may take a moment to be reaped by init
-        if not pid_alive(nnunet_pid):
+        if not process_alive(nnunet_pid):
             break
         time.sleep(0.1)
-    assert not pid_alive(nnunet_pid), "the nnU-Net process outlived the study"
+    assert not process_alive(nnunet_pid), "the nnU-Net process outlived the study"
     assert re.search(r"=== exit code -?\d+ after [\d.]+ s \(finished", log_file.read_text().splitlines()[-1])
     assert not lock_file.exists()
     status = study_workspace.study("status", study).stdout

@@ -110,18 +110,20 @@ def complete_checkpoint(path):
 
 
 def run_task(job, env):
-    """Run one task. With FAKE_SLURM_TIME_LIMIT_AT (a checkpoint file) in the job's environment, the job reaches its
-    time limit once that file is a complete checkpoint: SLURM then sends the --signal the job asked for (submitit's
-    USR2) to the task's processes, here to the srun'd one."""
+    """Run one task. With FAKE_SLURM_TIME_LIMIT="<job name>=<checkpoint file>" in the job's environment, that job
+    reaches its time limit once the file is a complete checkpoint: SLURM then sends the --signal the job asked for
+    (submitit's USR2) to the task's processes, here to the srun'd one."""
     process = subprocess.Popen(["bash", job["script"]], env=env)
-    limit, deadline = job["env"].get("FAKE_SLURM_TIME_LIMIT_AT"), time.monotonic() + 900
+    name, _, limit = job["env"].get("FAKE_SLURM_TIME_LIMIT", "=").partition("=")
+    pid_file, deadline = HERE / f"srun_{env['SLURM_JOB_ID']}.pid", time.monotonic() + 900
     while process.poll() is None:
         if time.monotonic() > deadline:
             process.kill()
-        if limit and not job.get("time_limit_reached") and complete_checkpoint(limit):
+        if (name == job["flags"]["job-name"] and not job.get("time_limit_reached") and pid_file.exists()
+                and complete_checkpoint(limit)):
             job["time_limit_reached"] = True
             assert job["flags"]["signal"] == "USR2@90", job["flags"]  # what submitit asks SLURM for
-            os.kill(int((HERE / f"srun_{env['SLURM_JOB_ID']}.pid").read_text()), signal.SIGUSR2)
+            os.kill(int(pid_file.read_text()), signal.SIGUSR2)
         time.sleep(0.1)
     return process.wait(timeout=60)
 
@@ -296,7 +298,8 @@ def test_a_job_at_its_time_limit_is_requeued_and_resumes_with_c(study_workspace,
     study = write_study(study_workspace.studies, "requeued", [RESUMABLE], folds=[fold],
                         dataset_lines='test_images = ""')
     run_folder = study_workspace.model_dir(RESUMABLE) / f"fold_{fold}"
-    env = {**slurm.env(study_workspace.env), "FAKE_SLURM_TIME_LIMIT_AT": str(run_folder / "checkpoint_latest.pth")}
+    env = {**slurm.env(study_workspace.env),
+           "FAKE_SLURM_TIME_LIMIT": f"requeued:train={run_folder / 'checkpoint_latest.pth'}"}
     folder = tmp_path / "submitit"
     # One minute: submitit then counts any signal as the time limit (not a preemption) when it arrives.
     study_workspace.study("submit", study, "-time", "1", "--slurm_folder", str(folder), env=env)
