@@ -130,9 +130,7 @@ def test_imagenet_variant_refuses_scratch_and_trains_from_the_published_file(nnu
 def test_real_acdc_sample_converts_plans_and_trains(tmp_path):
     """The user's flow on real anatomy: our converter (its console command, with worker processes), nnU-Net's
     integrity check, planning and preprocessing, a brief ResUnet run on the planned patch. (The conversion's exact
-    round trip and split are in tests/dataset_conversion/test_conversion_acdc.py.) ResUnet v0.1, a quarter of
-    v1.0's FLOPs: what this run proves is the pipeline on real data, at nnU-Net's real-size patch and batch; v1.0
-    trains and predicts through the same commands on the synthetic dataset above."""
+    round trip and split are in tests/dataset_conversion/test_conversion_acdc.py.)"""
     workspace = NnUNetWorkspace(tmp_path, 802, "Dataset802_ACDC")
     source = tmp_path / "acdc_h5_sample"
     shutil.copytree(TEST_DATA / "acdc_h5_sample", source)
@@ -140,7 +138,7 @@ def test_real_acdc_sample_converts_plans_and_trains(tmp_path):
     planned = workspace.run("nnUNetv2_plan_and_preprocess", "-d", 802, "-c", "2d", "-np", 1, "-npfp", 1,
                             "--verify_dataset_integrity")
     assert "verify_dataset_integrity Done" in planned.stdout
-    output = workspace.train("ResUnetTrainer_v0_1")
+    output = workspace.train("ResUnetTrainer")
     summary = json.loads((output / "validation" / "summary.json").read_text())
     assert set(summary["mean"]) == {"1", "2", "3"}  # RV, MYO, LV
     assert summary["metric_per_case"] and all(0.0 <= m["Dice"] <= 1.0 or np.isnan(m["Dice"])
