@@ -68,7 +68,9 @@ setup(
         "tomli>=1.1; python_version < '3.11'",
     ],
     extras_require={
-        "test": ["pytest>=7", "medpy>=0.5", "ruff>=0.5"],
+        # pytest-timeout: a test that hangs (a subprocess that never returns, a lock never released) fails by name
+        # after pyproject.toml's time limit instead of stopping the whole CI run.
+        "test": ["pytest>=7", "pytest-timeout>=2.1", "medpy>=0.5", "ruff>=0.5"],
     },
     entry_points={
         "console_scripts": [

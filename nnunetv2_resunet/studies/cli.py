@@ -16,6 +16,7 @@ import contextlib
 import io
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -40,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
              "submit": "submit the missing runs to SLURM (through submitit)"}
     for name, text in helps.items():
         sub = commands.add_parser(name, help=text, description=text)
-        sub.add_argument("study", help="the study file (TOML), e.g. studies/acdc_ladder.toml")
+        sub.add_argument("study", help="the study file (TOML), e.g. studies/thesis_ladder.toml")
         sub.add_argument("-o", dest="reports", default=DEFAULT_REPORTS,
                          help="folder under which the report goes, as <this>/<study name>/ (default: ./results)")
         if name in ("plan", "run", "submit"):
@@ -113,6 +114,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     except StudyFileError as error:
         print(f"nnUNetv2_resunet_study: error: {error}", file=sys.stderr)
         sys.exit(2)
+    except KeyboardInterrupt:  # the runs it started were stopped and their exits logged; a re-run resumes them
+        print("nnUNetv2_resunet_study: interrupted (Ctrl-C); run the same command again to resume", file=sys.stderr)
+        sys.exit(128 + signal.SIGINT)
 
 
 def dispatch(args: argparse.Namespace) -> int:

@@ -93,9 +93,14 @@ def test_conv_feature_map_size_positive_and_increasing(name):
 
 @pytest.mark.parametrize("name", list(NETWORK_CONFIGS))
 def test_logits_not_probabilities(name):
+    """nnU-Net applies softmax (or sigmoid for regions) itself: the outputs must be raw logits, neither
+    probabilities (softmax: sum 1 over classes; sigmoid: all in [0, 1]) nor log-probabilities (log_softmax:
+    logsumexp 0 over classes)."""
     with torch.no_grad():
         out = network(name)(torch.randn(1, IN_CHANNELS, 40, 36))[0]
     assert not torch.allclose(out.sum(dim=1), torch.ones(()))
+    assert not torch.allclose(torch.logsumexp(out, dim=1), torch.zeros(()), atol=1e-4)
+    assert not ((out >= 0) & (out <= 1)).all()
 
 
 @pytest.mark.parametrize("name", list(NETWORK_CONFIGS))

@@ -1,0 +1,109 @@
+"""Trainers as nnU-Net makes them: the real ``__init__`` on plans, the real ``initialize()`` (network, optimizer, loss,
+as ``nnUNetv2_train`` calls it) and one real ``train_step``. For the comparison trainers that
+tests/integration/test_family_training.py does not run through ``nnUNetv2_train`` (it runs one per decoder family),
+the thesis recipe and ResUnet's decoder on PVTv2-B2, this shows what a two-iteration CLI run of each used to: the
+trained network is the config's, deep supervision and the recipe are the trainer's, and a step trains. The thesis
+recipe's loss is checked against nnU-Net's loss classes, for labels and for regions."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from nnunetv2.training.loss.compound_losses import DC_and_BCE_loss, DC_and_CE_loss
+from nnunetv2.training.loss.dice import MemoryEfficientSoftDiceLoss
+from nnunetv2.training.lr_scheduler.polylr import PolyLRScheduler
+from nnunetv2.utilities.helpers import softmax_helper_dim1
+from torch import nn
+
+from nnunetv2_resunet.architectures.registry import build_network
+from nnunetv2_resunet.benchmarking.trainer_steps import make_batch
+from nnunetv2_resunet.experiment_planning.synthetic_plans import synthetic_plans
+from nnunetv2_resunet.training import COMPARISON_TRAINERS, ResUnetTrainer_PVTv2B2, ResUnetTrainer_ThesisRecipe
+
+PATCH = (32, 32)
+# The comparison trainers that tests/integration/test_family_training.py does not run through nnUNetv2_train (it
+# checks the same things of the others there), the thesis recipe, and ResUnet's decoder on PVTv2-B2.
+CLI_RUN = {"UNetPlusPlusTrainer_R34", "UNet3PlusTrainer_R34", "ResidualUNetTrainer_SpatialAttention"}
+TRAINERS = [*(t for t in COMPARISON_TRAINERS.values() if t.__name__ not in CLI_RUN), ResUnetTrainer_ThesisRecipe,
+            ResUnetTrainer_PVTv2B2]
+REGION_LABELS = {"background": 0, "whole": [1, 2], "core": 2}
+
+
+@pytest.fixture
+def nnunet_env(tmp_path, monkeypatch):
+    """nnU-Net's folders for a trainer without a dataset: the log goes to nnUNet_results, and initialize() looks at the
+    preprocessed data folder only to pick the dataset class from a file ending."""
+    monkeypatch.setenv("nnUNet_results", str(tmp_path / "results"))
+    monkeypatch.setenv("nnUNet_preprocessed", str(tmp_path / "preprocessed"))
+    monkeypatch.setenv("nnUNet_compile", "f")
+    data = tmp_path / "preprocessed" / "Dataset999_Synthetic" / "nnUNetPlans_2d"
+    data.mkdir(parents=True)
+    (data / "case.b2nd").write_bytes(b"")
+    return tmp_path
+
+
+def initialized(trainer_class, labels: dict | None = None):
+    """``trainer_class`` constructed and initialised exactly as nnUNetv2_train does it, on CPU."""
+    plans, dataset_json = synthetic_plans(PATCH, 2, num_classes=3)
+    if labels is not None:
+        dataset_json["labels"] = labels
+        dataset_json["regions_class_order"] = [1, 2]
+    plans["continue_training"] = False  # nnU-Net's run_training adds this key; the trainer pops it
+    trainer = trainer_class(plans, "2d", 0, dataset_json, torch.device("cpu"))
+    trainer.initialize()
+    return trainer
+
+
+@pytest.mark.parametrize("trainer_class", TRAINERS, ids=lambda t: t.__name__)
+def test_initialize_builds_the_configs_network_and_the_recipe_and_a_step_trains(nnunet_env, trainer_class):
+    trainer = initialized(trainer_class)
+    thesis = trainer_class is ResUnetTrainer_ThesisRecipe
+    transformer = trainer_class is ResUnetTrainer_PVTv2B2
+    # The network nnU-Net trains is the config's: its state dict loads strictly into a network built from the config.
+    assert trainer.enable_deep_supervision is not thesis
+    reference = build_network(trainer_class.resunet_config, 1, 3, deep_supervision=trainer.enable_deep_supervision,
+                              patch_size=PATCH)
+    reference.load_state_dict(trainer.network.state_dict(), strict=True)
+    group = trainer.optimizer.param_groups[0]
+    if thesis:
+        assert isinstance(trainer.optimizer, torch.optim.SGD) and isinstance(trainer.lr_scheduler, PolyLRScheduler)
+        assert (group["lr"], group["momentum"], group["weight_decay"], group["nesterov"]) == (1e-2, 0.9, 1e-4, False)
+        assert trainer._get_deep_supervision_scales() is None
+    elif transformer:
+        assert isinstance(trainer.optimizer, torch.optim.AdamW)
+        assert (group["weight_decay"], group["betas"]) == (1e-4, (0.9, 0.999))
+    else:  # nnU-Net's recipe
+        assert isinstance(trainer.optimizer, torch.optim.SGD)
+        assert (group["lr"], group["momentum"], group["nesterov"], group["weight_decay"]) == (1e-2, 0.99, True, 3e-5)
+    data, target = make_batch(trainer, 2, torch.device("cpu"))
+    before = [p.detach().clone() for p in trainer.network.parameters()]
+    loss = trainer.train_step({"data": data, "target": target})["loss"]
+    assert np.isfinite(loss)
+    assert any(not torch.equal(b, p) for b, p in zip(before, trainer.network.parameters()))
+
+
+def test_thesis_recipe_loss_is_04_ce_plus_06_dice_through_the_real_init(nnunet_env):
+    trainer = initialized(ResUnetTrainer_ThesisRecipe)
+    assert isinstance(trainer.loss, DC_and_CE_loss)  # not wrapped for deep supervision
+    torch.manual_seed(0)
+    logits, target = torch.randn(2, 3, 16, 16), torch.randint(0, 3, (2, 1, 16, 16)).float()
+    ce = nn.CrossEntropyLoss()(logits, target[:, 0].long())
+    dice = MemoryEfficientSoftDiceLoss(apply_nonlin=softmax_helper_dim1, batch_dice=True, do_bg=False,
+                                       smooth=1e-5, ddp=False)(logits, target)
+    torch.testing.assert_close(trainer.loss(logits, target), 0.4 * ce + 0.6 * dice)
+
+
+def test_thesis_recipe_loss_for_region_labels_is_04_bce_plus_06_dice(nnunet_env):
+    """Region-based datasets (nnU-Net's sigmoid outputs): the same weights on nnU-Net's Dice + BCE, background
+    included as nnU-Net does for regions; and a real training step on region targets."""
+    trainer = initialized(ResUnetTrainer_ThesisRecipe, REGION_LABELS)
+    assert trainer.label_manager.has_regions and isinstance(trainer.loss, DC_and_BCE_loss)
+    torch.manual_seed(0)
+    logits, target = torch.randn(2, 2, 16, 16), torch.randint(0, 2, (2, 2, 16, 16)).float()
+    bce = nn.BCEWithLogitsLoss()(logits, target)
+    dice = MemoryEfficientSoftDiceLoss(apply_nonlin=torch.sigmoid, batch_dice=True, do_bg=True, smooth=1e-5,
+                                       ddp=False)(logits, target)
+    torch.testing.assert_close(trainer.loss(logits, target), 0.4 * bce + 0.6 * dice)
+    data, target = make_batch(trainer, 2, torch.device("cpu"))
+    assert np.isfinite(trainer.train_step({"data": data, "target": target})["loss"])
