@@ -122,12 +122,8 @@ def find_trainer(trainer_name: str) -> type:
     return recursive_find_trainer_class_by_name(trainer_name)
 
 
-def rank_trainer(trainer_name: str, plans: dict, dataset_json: dict, configuration: str = "2d",
-                 deep_supervision: bool | None = None):
-    """The trainer nnU-Net's ``run_ddp`` constructs on this rank, given the CPU back (see the module docstring).
-
-    ``deep_supervision``: None keeps the trainer's own choice; True or False sets ``enable_deep_supervision``
-    before ``initialize()``, as a subclass's ``__init__`` would."""
+def rank_trainer(trainer_name: str, plans: dict, dataset_json: dict, configuration: str = "2d"):
+    """The trainer nnU-Net's ``run_ddp`` constructs on this rank, given the CPU back (see the module docstring)."""
     with contextlib.redirect_stdout(io.StringIO()):
         trainer_class = find_trainer(trainer_name)
         plans = copy.deepcopy(plans)
@@ -135,9 +131,34 @@ def rank_trainer(trainer_name: str, plans: dict, dataset_json: dict, configurati
         trainer = trainer_class(plans, configuration, 0, dataset_json, torch.device("cuda"))
     assert trainer.device.type == "cuda", "nnU-Net's __init__ binds a DDP rank to its GPU"
     trainer.device, trainer.grad_scaler = torch.device("cpu"), None  # what nnU-Net's __init__ does for CPU
-    if deep_supervision is not None:
-        trainer.enable_deep_supervision = deep_supervision
     return trainer
+
+
+def what_initialize_made(trainer) -> dict:
+    """The optimizer and schedule ``initialize()`` built (the first parameter group's settings), whether the loss
+    has deep-supervision scales, and for our trainers whether the trained network's state dict has exactly the keys
+    and shapes of its config's network (what nnU-Net's strict load of the checkpoint needs)."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    from nnunetv2_resunet.architectures.registry import build_network
+
+    group = trainer.optimizer.param_groups[0]
+    made = {"optimizer": type(trainer.optimizer).__name__, "scheduler": type(trainer.lr_scheduler).__name__,
+            "group": {k: list(v) if isinstance(v, tuple) else v for k, v in group.items() if k in OPTIMIZER_SETTINGS},
+            "deep_supervision_scales": trainer._get_deep_supervision_scales() is not None}
+    config = getattr(trainer, "resunet_config", None)
+    if config is not None:
+        network = trainer.network.module if isinstance(trainer.network, DistributedDataParallel) else trainer.network
+        network = getattr(network, "_orig_mod", network)
+        with torch.device("meta"):
+            reference = build_network(config, trainer.num_input_channels, trainer.label_manager.num_segmentation_heads,
+                                      trainer.enable_deep_supervision, trainer.configuration_manager.patch_size)
+        shapes = {k: list(v.shape) for k, v in network.state_dict().items()}
+        made["config_state_dict"] = shapes == {k: list(v.shape) for k, v in reference.state_dict().items()}
+    return made
+
+
+OPTIMIZER_SETTINGS = ("lr", "momentum", "nesterov", "weight_decay", "betas")
 
 
 def parameter_digest(module: nn.Module) -> str:
@@ -164,9 +185,9 @@ def train_under_ddp(rank: int, world_size: int, store_file: str, environment: di
     then ``steps`` real ``train_step`` calls on this rank's own random batch of ``patch_size`` (the dataset's 2d
     plans with that patch; nnU-Net's deep-supervision targets).
 
-    Writes ``rank<N>.json``: per job the losses and the digests of the parameters and buffers before and after the
-    steps; or the error that stopped the run (later jobs are not tried: a rank that failed mid-collective leaves
-    the other waiting)."""
+    Writes ``rank<N>.json``: per job the losses, the digests of the parameters and buffers before and after the
+    steps, and what ``initialize()`` made (:func:`what_initialize_made`); or the error that stopped the run (later
+    jobs are not tried: a rank that failed mid-collective leaves the other waiting)."""
     import json
     import traceback
 
@@ -182,7 +203,9 @@ def train_under_ddp(rank: int, world_size: int, store_file: str, environment: di
         for trainer_name, deep_supervision in jobs:
             key = f"{trainer_name} deep_supervision={deep_supervision}"
             try:
-                trainer = rank_trainer(trainer_name, plans, dataset_json, deep_supervision=deep_supervision)
+                trainer = rank_trainer(trainer_name, plans, dataset_json)
+                own_deep_supervision = trainer.enable_deep_supervision
+                trainer.enable_deep_supervision = deep_supervision  # as a subclass's __init__ would set it
                 with contextlib.redirect_stdout(io.StringIO()):
                     trainer.initialize()
                     trainer.set_deep_supervision_enabled(trainer.enable_deep_supervision)  # on_train_start's
@@ -195,7 +218,8 @@ def train_under_ddp(rank: int, world_size: int, store_file: str, environment: di
                 results[key] = {"losses": losses, "before": before, "after": parameter_digest(network),
                                 "wrapped": type(trainer.network).__name__, "batch_size": trainer.batch_size,
                                 "compiled": type(trainer.network.module).__name__ == "OptimizedModule",
-                                "sync_batch_norm": any(isinstance(m, nn.SyncBatchNorm) for m in network.modules())}
+                                "sync_batch_norm": any(isinstance(m, nn.SyncBatchNorm) for m in network.modules()),
+                                "own_deep_supervision": own_deep_supervision, **what_initialize_made(trainer)}
             except Exception:
                 results[key] = {"error": traceback.format_exc()}
                 break

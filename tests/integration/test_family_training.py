@@ -3,8 +3,8 @@ CPU), on the synthetic dataset of ``nnunet_workspace.py``: training, checkpoint,
 UNet++ and UNet3+ (their own decoders on the ResNet-34 encoder) and the plain-conv family (the residual U-Net with
 attention gates on nnU-Net's U-Net decoder); ResUnet's own decoder runs in test_user_flow.py, the transformers' in
 test_transformer_training.py. Every comparison trainer and the thesis recipe go through their real ``__init__``,
-``initialize()`` and a ``train_step`` in tests/training/test_trainer_initialize.py. The runs are independent and run
-two at a time (``NnUNetWorkspace.train_concurrently``); each test checks its own."""
+``initialize()`` and a ``train_step`` in tests/training/test_ddp.py (on the multi-GPU path). The runs are
+independent and run two at a time (``NnUNetWorkspace.train_concurrently``); each test checks its own."""
 
 import json
 

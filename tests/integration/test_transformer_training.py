@@ -4,7 +4,7 @@ formats, then ``nnUNetv2_train -pretrained_weights``). The runs are independent 
 (``NnUNetWorkspace.concurrently``); each test checks its own. Their short trainers write only checkpoint_final.pth,
 without AdamW's moments (``nnunet_workspace.LIGHT_CHECKPOINTS``): TransUNet's would be 2.5 GB for a two-step check.
 ResUnet's decoder on PVTv2-B2 (EMCAD's encoder, ResUnet's decoder, both run here or in test_user_flow.py) goes through
-its real ``initialize()`` and a training step in tests/training/test_trainer_initialize.py; the log of a run from
+its real ``initialize()`` and a training step in tests/training/test_ddp.py; the log of a run from
 scratch is checked in tests/integration/test_family_training.py."""
 
 import json

@@ -1,9 +1,7 @@
-"""Trainers as nnU-Net makes them: the real ``__init__`` on plans, the real ``initialize()`` (network, optimizer, loss,
-as ``nnUNetv2_train`` calls it) and one real ``train_step``. For the comparison trainers that
-tests/integration/test_family_training.py does not run through ``nnUNetv2_train`` (it runs one per decoder family),
-the thesis recipe and ResUnet's decoder on PVTv2-B2, this shows what a two-iteration CLI run of each used to: the
-trained network is the config's, deep supervision and the recipe are the trainer's, and a step trains. The thesis
-recipe's loss is checked against nnU-Net's loss classes, for labels and for regions."""
+"""The thesis recipe's loss through the trainer's real ``__init__`` and ``initialize()``, against nnU-Net's loss
+classes, for labels and for regions (with a real ``train_step`` on region targets). Every trainer's network,
+optimizer, schedule and deep supervision as ``initialize()`` builds them, and its ``train_step``, are checked in
+tests/training/test_ddp.py, where each trainer goes through them on nnU-Net's multi-GPU path."""
 
 from __future__ import annotations
 
@@ -12,21 +10,14 @@ import pytest
 import torch
 from nnunetv2.training.loss.compound_losses import DC_and_BCE_loss, DC_and_CE_loss
 from nnunetv2.training.loss.dice import MemoryEfficientSoftDiceLoss
-from nnunetv2.training.lr_scheduler.polylr import PolyLRScheduler
 from nnunetv2.utilities.helpers import softmax_helper_dim1
 from torch import nn
 
-from nnunetv2_resunet.architectures.registry import build_network
 from nnunetv2_resunet.benchmarking.trainer_steps import make_batch
 from nnunetv2_resunet.experiment_planning.synthetic_plans import synthetic_plans
-from nnunetv2_resunet.training import COMPARISON_TRAINERS, ResUnetTrainer_PVTv2B2, ResUnetTrainer_ThesisRecipe
+from nnunetv2_resunet.training import ResUnetTrainer_ThesisRecipe
 
 PATCH = (32, 32)
-# The comparison trainers that tests/integration/test_family_training.py does not run through nnUNetv2_train (it
-# checks the same things of the others there), the thesis recipe, and ResUnet's decoder on PVTv2-B2.
-CLI_RUN = {"UNetPlusPlusTrainer_R34", "UNet3PlusTrainer_R34", "ResidualUNetTrainer_SpatialAttention"}
-TRAINERS = [*(t for t in COMPARISON_TRAINERS.values() if t.__name__ not in CLI_RUN), ResUnetTrainer_ThesisRecipe,
-            ResUnetTrainer_PVTv2B2]
 REGION_LABELS = {"background": 0, "whole": [1, 2], "core": 2}
 
 
@@ -53,34 +44,6 @@ def initialized(trainer_class, labels: dict | None = None):
     trainer = trainer_class(plans, "2d", 0, dataset_json, torch.device("cpu"))
     trainer.initialize()
     return trainer
-
-
-@pytest.mark.parametrize("trainer_class", TRAINERS, ids=lambda t: t.__name__)
-def test_initialize_builds_the_configs_network_and_the_recipe_and_a_step_trains(nnunet_env, trainer_class):
-    trainer = initialized(trainer_class)
-    thesis = trainer_class is ResUnetTrainer_ThesisRecipe
-    transformer = trainer_class is ResUnetTrainer_PVTv2B2
-    # The network nnU-Net trains is the config's: its state dict loads strictly into a network built from the config.
-    assert trainer.enable_deep_supervision is not thesis
-    reference = build_network(trainer_class.resunet_config, 1, 3, deep_supervision=trainer.enable_deep_supervision,
-                              patch_size=PATCH)
-    reference.load_state_dict(trainer.network.state_dict(), strict=True)
-    group = trainer.optimizer.param_groups[0]
-    if thesis:
-        assert isinstance(trainer.optimizer, torch.optim.SGD) and isinstance(trainer.lr_scheduler, PolyLRScheduler)
-        assert (group["lr"], group["momentum"], group["weight_decay"], group["nesterov"]) == (1e-2, 0.9, 1e-4, False)
-        assert trainer._get_deep_supervision_scales() is None
-    elif transformer:
-        assert isinstance(trainer.optimizer, torch.optim.AdamW)
-        assert (group["weight_decay"], group["betas"]) == (1e-4, (0.9, 0.999))
-    else:  # nnU-Net's recipe
-        assert isinstance(trainer.optimizer, torch.optim.SGD)
-        assert (group["lr"], group["momentum"], group["nesterov"], group["weight_decay"]) == (1e-2, 0.99, True, 3e-5)
-    data, target = make_batch(trainer, 2, torch.device("cpu"))
-    before = [p.detach().clone() for p in trainer.network.parameters()]
-    loss = trainer.train_step({"data": data, "target": target})["loss"]
-    assert np.isfinite(loss)
-    assert any(not torch.equal(b, p) for b, p in zip(before, trainer.network.parameters()))
 
 
 def test_thesis_recipe_loss_is_04_ce_plus_06_dice_through_the_real_init(nnunet_env):

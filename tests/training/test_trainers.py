@@ -1,6 +1,6 @@
 """The comparison trainers: exact names, nnU-Net finds each, each names its config, and the thesis recipe
 changes the loss, optimiser and deep supervision only (their values through the real ``__init__`` and
-``initialize()``: test_trainer_initialize.py)."""
+``initialize()``: test_ddp.py and test_trainer_initialize.py)."""
 
 import numpy as np
 import pytest
