@@ -34,7 +34,8 @@ def test_a_study_runs_end_to_end_and_a_rerun_changes_nothing(study_workspace, lo
 
     report = study_workspace.studies / "results" / "tiny"
     summary = json.loads((report / SYNTHETIC_NAME / "summary.json").read_text())
-    assert {r["label"] for r in summary["runs"]} == {f"{DEFAULT_SHORT} 2d (cv)", f"{DEFAULT_SHORT} 2d (test)"}
+    assert {r["label"] for r in summary["runs"]} == {f"{DEFAULT_SHORT} nnUNetPlans 2d (cv)",
+                                                     f"{DEFAULT_SHORT} nnUNetPlans 2d (test)"}
     assert (report / SYNTHETIC_NAME / "report.md").is_file() and (report / SYNTHETIC_NAME / "per_case.csv").is_file()
     assert (report / "tiny.toml").read_text() == local_study.read_text()  # the study file that produced it
     status = (report / "status.md").read_text()
