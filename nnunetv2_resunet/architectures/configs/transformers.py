@@ -9,8 +9,10 @@ paper's official code (differences that nnU-Net's contract forces are listed in 
   ``configs/swin_tiny_patch4_window7_224_lite.yaml`` (depths 2, 2, 2, 2; drop path 0.2);
   ``HuCaoFighting/Swin-Unet`` ``networks/swin_transformer_unet_skip_expand_decoder_sys.py``.
 - ``emcad``: PVT-EMCAD-B2 (Rahman et al., CVPR 2024), PVTv2-B2 encoder (drop path 0.1, as EMCAD's ``pvt_v2_b2``),
-  EMCAD decoder with kernels 1, 3, 5, expansion 2, LGAG kernel 3, and EMCAD's 1x1 conv from grey to RGB;
-  ``SLDGroup/EMCAD`` ``lib/networks.py`` (``EMCADNet``), ``lib/decoders.py``.
+  EMCAD decoder with kernels 1, 3, 5, expansion 2, LGAG kernel 3, and EMCAD's 1x1 conv from grey to RGB; as its
+  authors ran it on Synapse, ReLU6 in the MSCBs and the last (stride-4) head as the prediction;
+  ``SLDGroup/EMCAD`` ``lib/networks.py`` (``EMCADNet``), ``lib/decoders.py``, ``train_synapse.py``,
+  ``test_synapse.py``, ``utils/utils.py`` (``test_single_volume``).
 - ``resunet_pvt_v2_b2``: ResUnet v1.0's decoder on EMCAD's encoder, to separate what the decoder contributes from
   what the encoder does. Stage widths are v1.0's at the strides PVTv2 has (512, 384, 96 at 1/16, 1/8, 1/4), the
   upsampler into a stage maps to the width of the level below (512, 320, 128), then the 32-wide full-resolution
