@@ -37,6 +37,7 @@ class SegmentationNetwork(nn.Module):
             raise ValueError(f"input_channels and num_classes must be positive, got {input_channels}, {num_classes}")
         self.config = config
         self.input_channels = input_channels
+        self.num_classes = num_classes
 
     @property
     def output_strides(self) -> tuple[int, ...]:

@@ -18,9 +18,15 @@ paper's official code (differences that nnU-Net's contract forces are listed in 
   upsampler into a stage maps to the width of the level below (512, 320, 128), then the 32-wide full-resolution
   stage; PVTv2 has no 1/2 level, so v1.0's stem stage has no counterpart.
 
+``NO_TRANSFORMER_BLOCKS`` holds each of these with its transformer blocks (attention + MLP) replaced by identity,
+everything else unchanged: Primus's ablation (Wald et al., 2025, arXiv 2503.01835), which asks whether a hybrid
+model's transformer contributes at all. Each is the row above with one field changed (``transformer_blocks``).
+
 ``OFFICIAL_PARAMETERS`` holds the parameter count of each paper's official model at 224 x 224 with 9 classes
 (Synapse): a test keeps ours within 1 % of it.
 """
+
+from dataclasses import replace
 
 from nnunetv2_resunet.architectures.timm_unet import TimmUNetConfig
 
@@ -40,6 +46,19 @@ RESUNET_PVT_V2_B2 = TimmUNetConfig(
     decoder_args=(("stage_widths", (512, 384, 96)), ("final_width", 32)))
 
 TRANSFORMERS: dict[str, TimmUNetConfig] = {c.name: c for c in (TRANSUNET, SWIN_UNET, EMCAD, RESUNET_PVT_V2_B2)}
+
+#: The name suffix of Primus's ablation, in config names (trainers spell it ``_NoTransformerBlocks``).
+NO_TRANSFORMER_BLOCKS_SUFFIX = "_no_transformer_blocks"
+
+
+def without_transformer_blocks(config: TimmUNetConfig) -> TimmUNetConfig:
+    """``config`` with its transformer blocks replaced by identity (Primus's ablation), everything else the same."""
+    return replace(config, name=config.name + NO_TRANSFORMER_BLOCKS_SUFFIX, transformer_blocks=False,
+                   change=config.change + "; transformer blocks (attention + MLP) replaced by identity")
+
+
+NO_TRANSFORMER_BLOCKS: dict[str, TimmUNetConfig] = {
+    c.name: c for c in map(without_transformer_blocks, TRANSFORMERS.values())}
 
 # Parameters of the official models at 224 x 224, 9 classes, as the papers' code builds them (issue 10's table,
 # measured on the official code). Ours include nnU-Net's extra deep-supervision heads (a few thousand).
