@@ -13,7 +13,8 @@ from nnunetv2_resunet.benchmarking.measure import PEAK_TFLOPS, count_forward_flo
 from nnunetv2_resunet.benchmarking.trainer_steps import build_trainer, make_batch
 from nnunetv2_resunet.experiment_planning.synthetic_plans import synthetic_plans
 
-TRAINERS = ["nnUNetTrainer", "ResUnetTrainer_v0_1", "ResUnetTrainer", "SwinUnetTrainer"]
+TRAINERS = ["nnUNetTrainer", "nnUNetTrainer:nnUNetResEncUNetMPlans", "ResUnetTrainer_v0_1", "ResUnetTrainer",
+            "SwinUnetTrainer"]
 
 
 @pytest.fixture(scope="module")
