@@ -6,6 +6,7 @@ and the key.
 name = "acdc_1epoch"          # results go to results/acdc_1epoch/
 epochs = 1                    # optional: every trainer at nnU-Net's budget variant <trainer>_1epoch
 folds = [0]                   # default [0, 1, 2, 3, 4]
+# repeats = 3                 # optional: every training 3 times, as seeded repeats <trainer>_seed0 .. _seed2
 
 [[datasets]]
 id = 802                      # $nnUNet_raw/Dataset802_*, converted beforehand
@@ -60,11 +61,12 @@ PLANNERS: dict[str, tuple[str | None, str]] = {
 STAGES = ("preprocess", "train", "predict", "report")
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 BUDGET_SUFFIX = re.compile(r"_\d+epochs?$")
+SEED_SUFFIX = re.compile(r"_seed\d+$")
 SLURM_KEYS = {"partition": str, "time": (str, int), "gpus": int, "cpus": int, "mem_gb": (int, float), "account": str,
               "qos": str, "constraint": str, "setup": list, "array_parallelism": int, "additional": dict}
-TOP_KEYS = {"name", "description", "epochs", "folds", "datasets", "models", "slurm"}
+TOP_KEYS = {"name", "description", "epochs", "repeats", "folds", "datasets", "models", "slurm"}
 DATASET_KEYS = {"id", "plans", "gpu_memory_target", "planner", "folds", "test_images", "test_labels"}
-MODEL_KEYS = {"configuration", "trainers", "datasets", "weights", "planner", "plans", "gpu_memory_target"}
+MODEL_KEYS = {"configuration", "trainers", "datasets", "weights", "planner", "plans", "gpu_memory_target", "repeats"}
 
 
 class StudyFileError(ValueError):
@@ -154,6 +156,7 @@ def parse_study(data: dict[str, Any], path: Path) -> Study:
     epochs = check.typed(data, "epochs", int)
     if epochs is not None and epochs < 1:
         check.fail("epochs", f"must be a positive number of epochs, got {epochs}")
+    repeats = _repeats(check, data, "")
     folds = check.folds(data.get("folds", list(DEFAULT_FOLDS)), "folds")
     datasets = tuple(_dataset(check, entry, f"datasets[{i}]", folds)
                      for i, entry in enumerate(check.tables(data, "datasets")))
@@ -162,7 +165,7 @@ def parse_study(data: dict[str, Any], path: Path) -> Study:
         check.fail("datasets", f"a dataset is listed twice: {ids}")
     models = []
     for i, entry in enumerate(check.tables(data, "models")):
-        models += _models(check, entry, f"models[{i}]", epochs, set(ids))
+        models += _models(check, entry, f"models[{i}]", epochs, set(ids), repeats)
     seen = set()
     for model in models:
         key = (model.configuration, model.trainer, model.datasets, model.plans_spec)
@@ -218,7 +221,15 @@ def _plans_spec(check: _Checker, entry: dict, where: str) -> PlansSpec | None:
     return PlansSpec(planner, plans, target)
 
 
-def _models(check: _Checker, entry: dict, where: str, epochs: int | None, dataset_ids: set[int]) -> list[ModelSpec]:
+def _repeats(check: _Checker, table: dict, where: str) -> int | None:
+    repeats = check.typed(table, "repeats", int, where=where)
+    if repeats is not None and repeats < 1:
+        check.fail(f"{where}.repeats" if where else "repeats", f"must be a positive number of trainings, got {repeats}")
+    return repeats
+
+
+def _models(check: _Checker, entry: dict, where: str, epochs: int | None, dataset_ids: set[int],
+            study_repeats: int | None = None) -> list[ModelSpec]:
     check.known(entry, MODEL_KEYS, where)
     configuration = check.typed(entry, "configuration", str, required=True, where=where)
     trainers = check.typed(entry, "trainers", list, required=True, where=where)
@@ -233,6 +244,7 @@ def _models(check: _Checker, entry: dict, where: str, epochs: int | None, datase
     unknown = sorted(set(datasets) - dataset_ids)
     if unknown:
         check.fail(f"{where}.datasets", f"ids {unknown} are not among the study's datasets {sorted(dataset_ids)}")
+    repeats = _repeats(check, entry, where) or study_repeats
     plans_spec = _plans_spec(check, entry, where)
     if plans_spec is not None and plans_spec.planner == "resunet" and configuration != "2d":
         check.fail(f"{where}.planner", f"resunet plans the 2d configuration only, not {configuration}")
@@ -243,7 +255,15 @@ def _models(check: _Checker, entry: dict, where: str, epochs: int | None, datase
                 check.fail(f"{where}.trainers", f"{trainer} already names a budget, and the study sets epochs = "
                                                 f"{epochs}: remove one of them")
             trainer += "_1epoch" if epochs == 1 else f"_{epochs}epochs"  # nnU-Net's spelling (training/budgets.py)
-        models.append(ModelSpec(configuration, trainer, datasets, weights, plans_spec))
+        if repeats is None:
+            models.append(ModelSpec(configuration, trainer, datasets, weights, plans_spec))
+            continue
+        if SEED_SUFFIX.search(trainer):
+            check.fail(f"{where}.trainers", f"{trainer} already names a seeded repeat, and repeats = {repeats}: "
+                                            f"remove one of them")
+        # The seeded repeats of training/repeats.py (seeded_name), one per seed 0 .. repeats - 1.
+        models += [ModelSpec(configuration, f"{trainer}_seed{seed}", datasets, weights, plans_spec)
+                   for seed in range(repeats)]
     return models
 
 

@@ -1,6 +1,7 @@
 """nnU-Net trainers: ``ResUnetTrainer`` (the base, :mod:`.resunet_trainer`), the named shells (:mod:`.trainers`),
 the recipe variants (:mod:`.recipes`), the transformer trainers without their transformer blocks
-(:mod:`.ablations`) and every trainer's budget variants (:mod:`.budgets`). nnU-Net finds them by
+(:mod:`.ablations`), every trainer's budget variants (:mod:`.budgets`) and, made on first use, the seeded repeats of
+any trainer (:mod:`.repeats`). nnU-Net finds them by
 class name through ``nnUNet_extTrainer`` (see ``nnunetv2_resunet.ext_trainers``); every trainer is importable from
 here, e.g. ``from nnunetv2_resunet.training import ResUnetTrainer`` for a user's own subclass.
 
@@ -11,6 +12,7 @@ benchmarking.
 from nnunetv2_resunet.training.ablations import ABLATION_TRAINERS
 from nnunetv2_resunet.training.budgets import EPOCH_BUDGETS, budget_suffix, budget_variants
 from nnunetv2_resunet.training.recipes import ResUnetTrainer_ThesisRecipe, TransformerRecipeTrainer
+from nnunetv2_resunet.training.repeats import seeded_name, seeded_trainer, seeded_variant
 from nnunetv2_resunet.training.resunet_trainer import ResUnetTrainer, check_2d
 from nnunetv2_resunet.training.trainers import (
     COMPARISON_TRAINERS,
@@ -60,4 +62,5 @@ globals().update(BUDGET_TRAINERS)
 
 __all__ = ["ABLATION_TRAINERS", "ALL_TRAINERS", "BUDGET_TRAINERS", "COMPARISON_TRAINERS", "EPOCH_BUDGETS",
            "LADDER_TRAINERS", "TRANSFORMER_TRAINERS", "TransformerRecipeTrainer", "budget_suffix", "check_2d",
+           "seeded_name", "seeded_trainer", "seeded_variant",
            *(t.__name__ for t in ALL_TRAINERS), *BUDGET_TRAINERS]

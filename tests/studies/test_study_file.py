@@ -188,3 +188,21 @@ def test_a_model_names_its_planner_and_plans(tmp_path):
         with pytest.raises(StudyFileError) as error:
             load_study(write(tmp_path, MINIMAL + block))
         assert problem in str(error.value)
+
+
+def test_repeats_name_seeded_trainer_variants(tmp_path):
+    """repeats = N trains every trainer N times as <trainer>_seed0 .. _seed<N-1> (after any budget); a model block
+    may set its own."""
+    text = "epochs = 5\nrepeats = 2\n" + MINIMAL + \
+           '\n[[models]]\nconfiguration = "3d_fullres"\ntrainers = ["nnUNetTrainer"]\nrepeats = 3\n'
+    study = load_study(write(tmp_path, text))
+    assert [(m.trainer, m.configuration) for m in study.models] == [
+        ("nnUNetTrainer_5epochs_seed0", "2d"), ("nnUNetTrainer_5epochs_seed1", "2d"),
+        ("ResUnetTrainer_5epochs_seed0", "2d"), ("ResUnetTrainer_5epochs_seed1", "2d"),
+        ("nnUNetTrainer_5epochs_seed0", "3d_fullres"), ("nnUNetTrainer_5epochs_seed1", "3d_fullres"),
+        ("nnUNetTrainer_5epochs_seed2", "3d_fullres")]
+    for bad, problem in [("repeats = 0\n", "repeats: must be a positive number of trainings, got 0"),
+                         ("repeats = 2\n" + MINIMAL.replace('"ResUnetTrainer"', '"ResUnetTrainer_seed4"'),
+                          "ResUnetTrainer_seed4 already names a seeded repeat")]:
+        with pytest.raises(StudyFileError, match=problem):
+            load_study(write(tmp_path, bad + (MINIMAL if "name" not in bad else "")))
