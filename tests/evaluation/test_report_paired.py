@@ -147,7 +147,7 @@ def test_paired_table_csv_and_plot_by_hand(paired_tree):
     pooled_words = next(line for line in report.splitlines()
                         if line.startswith("- nnUNetTrainer nnUNetPlans 2d, repeats pooled: mean Dice +"))
     spread = (1 - dice_without(1)) / 8 / 2 * 100
-    assert f"): distinguishable; it exceeds the run-to-run spread ({spread:.2f} pp)" in pooled_words
+    assert f"): distinguishable; the Dice difference exceeds the run-to-run spread ({spread:.2f} pp)" in pooled_words
     assert "Distinguishable per class: liver Dice +" in pooled_words and "spleen" not in pooled_words
     _assert_png(paired_tree / "report" / "paired_forest_cv.png")
     assert summary["paired"]["reference"] == "ResUnetTrainer_seed*__nnUNetPlans__2d"

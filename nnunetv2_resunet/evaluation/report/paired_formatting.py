@@ -35,19 +35,43 @@ def _cell(row: dict) -> str:
     return f"**{text}**" if row.get("distinguishable") else text
 
 
-def _verdict(row: dict) -> str:
-    """What one comparison says, in words."""
+def _difference(row: dict) -> str:
+    """``mean Dice +1.23 pp``."""
     scale, unit = SCALES[row["metric"]]
     name = "Dice" if row["metric"] == "dice" else "HD95"
     subject = f"mean {name}" if row["class"] == MEAN else f"{row['class']} {name}"
-    if row["note"]:
-        return f"{subject} {_number(row['mean_diff'], scale)} {unit}: not tested, {row['note']}"
+    return f"{subject} {_number(row['mean_diff'], scale)} {unit}"
+
+
+def _spread(row: dict) -> str:
+    """Whether a pooled difference exceeds the run-to-run spread ("" when there is no spread to compare with)."""
+    if "exceeds_spread" not in row:
+        return ""
+    scale, unit = SCALES[row["metric"]]
+    name = "Dice" if row["metric"] == "dice" else "HD95"
+    relation = "exceeds" if row["exceeds_spread"] else "does not exceed"
+    spread = _number(row["spread"], scale, signed=False)
+    return f"; the {name} difference {relation} the run-to-run spread ({spread} {unit})"
+
+
+def _verdict(row: dict) -> str:
+    """What one tested comparison says, in words."""
     said = "distinguishable" if row["distinguishable"] else f"not distinguishable at n = {row['n']}"
-    text = f"{subject} {_number(row['mean_diff'], scale)} {unit} (Holm p {_p(row['p_holm'])}): {said}"
-    if "exceeds_spread" in row:
-        relation = "exceeds" if row["exceeds_spread"] else "does not exceed"
-        text += f"; it {relation} the run-to-run spread ({_number(row['spread'], scale, signed=False)} {unit})"
-    return text
+    return f"{_difference(row)} (Holm p {_p(row['p_holm'])}): {said}{_spread(row)}"
+
+
+def _sentence(rows: Sequence[dict]) -> str:
+    """The mean Dice and HD95 of one comparison, and the classes whose difference is distinguishable."""
+    means = [r for r in rows if r["class"] == MEAN]
+    notes = {r["note"] for r in means}
+    if len(notes) == 1 and "" not in notes:  # nothing tested, for one reason: say it once
+        text = (", ".join(_difference(r) for r in means) + f": not tested, {notes.pop()}"
+                + "".join(_spread(r) for r in means))
+    else:
+        text = "; ".join(_verdict(r) if not r["note"] else f"{_difference(r)}: not tested, {r['note']}{_spread(r)}"
+                         for r in means)
+    classes = [_verdict(r) for r in rows if r["class"] != MEAN and r.get("distinguishable")]
+    return text + "." + (" Distinguishable per class: " + "; ".join(classes) + "." if classes else "")
 
 
 def _comparison_label(row: dict) -> str:
@@ -94,12 +118,7 @@ def paired_block(paired: dict) -> list[str]:
         lines += markdown_table(header, table) + ["", "In words:", ""]
         for comparison in dict.fromkeys((r["model"], r["reference"]) for r in rows):
             mine = [r for r in rows if (r["model"], r["reference"]) == comparison]
-            means = [_verdict(r) for r in mine if r["class"] == MEAN]
-            classes = [_verdict(r) for r in mine if r["class"] != MEAN and r.get("distinguishable")]
-            sentence = f"- {_comparison_label(mine[0])}: " + "; ".join(means) + "."
-            if classes:
-                sentence += " Distinguishable per class: " + "; ".join(classes) + "."
-            lines.append(sentence)
+            lines.append(f"- {_comparison_label(mine[0])}: {_sentence(mine)}")
         lines.append("")
     for skipped in paired["not_compared"]:
         lines.append(f"- Not compared: {skipped['model']} ({skipped['split']}): {skipped['reason']}.")
