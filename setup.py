@@ -68,7 +68,9 @@ setup(
         "tomli>=1.1; python_version < '3.11'",
     ],
     extras_require={
-        "test": ["pytest>=7", "medpy>=0.5", "ruff>=0.5"],
+        # pytest-timeout: a test that hangs (a subprocess that never returns, a lock never released) fails by name
+        # after pyproject.toml's time limit instead of stopping the whole CI run.
+        "test": ["pytest>=7", "pytest-timeout>=2.1", "medpy>=0.5", "ruff>=0.5"],
     },
     entry_points={
         "console_scripts": [
@@ -77,6 +79,7 @@ setup(
             "nnUNetv2_resunet_convert_acdc = nnunetv2_resunet.dataset_conversion.convert_acdc:main",
             "nnUNetv2_resunet_convert_avt = nnunetv2_resunet.dataset_conversion.convert_avt:main",
             "nnUNetv2_resunet_benchmark = nnunetv2_resunet.benchmarking.cli:main",
+            "nnUNetv2_resunet_check = nnunetv2_resunet.benchmarking.check_cli:main",
             "nnUNetv2_resunet_plan = nnunetv2_resunet.experiment_planning.cli:main",
             "nnUNetv2_resunet_study = nnunetv2_resunet.studies.cli:main",
             "nnUNetv2_resunet_init_weights = nnunetv2_resunet.training.init_weights:main",

@@ -399,6 +399,18 @@ def report_leftovers(found: Leftovers) -> None:
     for line in found.recovered:
         print(f"note: {line}")
     for folder in found.unknown:
+        legacy = LEGACY_FOLDER.fullmatch(folder.name)
+        if legacy is not None and ".replaced-" in folder.name:
+            # an earlier version moved the old dataset here just before renaming the new one into place: if it was
+            # killed in between, this is the only copy of that dataset
+            target = folder.parent / legacy.group(1)
+            print(
+                f"warning: {folder}: a hidden folder left by an earlier converter version; it holds the dataset it "
+                f"was replacing. If you need that dataset and no {target.name} folder is there, put it back: "
+                f"mv '{folder}' '{target}'; otherwise remove it: rm -rf '{folder}'",
+                file=sys.stderr,
+            )
+            continue
         print(
             f"warning: {folder}: a hidden folder left by an earlier converter version; nothing tells whether a "
             f"conversion is still writing it. If none is running, remove it: rm -rf '{folder}'",

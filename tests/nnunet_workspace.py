@@ -34,6 +34,9 @@ SYNTHETIC_SHAPE = (4, 48, 40)
 SYNTHETIC_CASES = 8
 
 T = TypeVar("T")
+# Longest a single nnU-Net command of the tests may take (a short training with its validation, a prediction, a
+# planning run); past it the command is killed and the test fails naming it, instead of hanging CI.
+COMMAND_TIMEOUT_S = 600
 
 
 def write_synthetic_case(images_dir: Path, labels_dir: Path | None, case: str, rng: np.random.Generator) -> None:
@@ -96,6 +99,21 @@ class {name}({base}):
         return configured
 '''
 
+# For networks of 100 M parameters (TransUNet): a two-iteration check needs the final checkpoint only, and not
+# AdamW's two moment tensors per parameter (2x the weights; the learning rate and settings in its param_groups stay).
+LIGHT_CHECKPOINTS = '''
+    def save_checkpoint(self, filename: str) -> None:
+        if not filename.endswith("checkpoint_final.pth"):
+            return  # checkpoint_best.pth after the first (and only) epoch would be a second copy
+        from collections import defaultdict
+
+        moments, self.optimizer.state = self.optimizer.state, defaultdict(dict)
+        try:
+            super().save_checkpoint(filename)
+        finally:
+            self.optimizer.state = moments
+'''
+
 
 class NnUNetWorkspace:
     """nnU-Net's three folders plus an ext-trainer folder, and a way to run nnU-Net's CLI against them."""
@@ -121,20 +139,30 @@ class NnUNetWorkspace:
     def run(self, *args: str, check: bool = True, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
         """Run a console command; on failure the assertion message carries its output."""
         command = [*console_script(str(args[0])), *map(str, args[1:])]
-        result = subprocess.run(command, env=env or self.env, capture_output=True, text=True)
+        try:
+            result = subprocess.run(command, env=env or self.env, capture_output=True, text=True,
+                                    timeout=COMMAND_TIMEOUT_S)
+        except subprocess.TimeoutExpired as error:
+            raise AssertionError(f"{' '.join(map(str, args))} did not end within {COMMAND_TIMEOUT_S} s\n"
+                                 f"--- stdout (tail) ---\n{(error.stdout or b'')[-6000:]!r}\n"
+                                 f"--- stderr (tail) ---\n{(error.stderr or b'')[-6000:]!r}") from error
         if check and result.returncode != 0:
             raise AssertionError(f"{' '.join(map(str, args))} exited {result.returncode}\n"
                                  f"--- stdout (tail) ---\n{result.stdout[-6000:]}\n"
                                  f"--- stderr (tail) ---\n{result.stderr[-6000:]}")
         return result
 
-    def add_short_trainer(self, base: str, module: str | None = None, epochs: int = 1) -> str:
-        """Write ``{base}_short`` (``epochs`` epochs of 2 iterations) into the ext-trainer folder; return its name."""
+    def add_short_trainer(self, base: str, module: str | None = None, epochs: int = 1,
+                          light_checkpoints: bool = False) -> str:
+        """Write ``{base}_short`` (``epochs`` epochs of 2 iterations) into the ext-trainer folder; return its name.
+        ``light_checkpoints``: only checkpoint_final.pth, without the optimizer's moments (``LIGHT_CHECKPOINTS``)."""
         if module is None:
             module = ("nnunetv2.training.nnUNetTrainer.nnUNetTrainer" if base == "nnUNetTrainer"
                       else "nnunetv2_resunet.training")
         name = f"{base}_short"
         source = SHORT_TRAINER_TEMPLATE.format(base=base, module=module, name=name, epochs=epochs)
+        if light_checkpoints:
+            source += LIGHT_CHECKPOINTS
         # Written aside, then renamed: nnU-Net's trainer lookup imports every module of the folder, and a run started
         # by run_concurrently may be importing it now.
         target = self.ext_trainers / f"short_{base}.py"
@@ -147,20 +175,12 @@ class NnUNetWorkspace:
         return self.results / self.dataset_name / f"{trainer}__{plans}__2d" / f"fold_{fold}"
 
     def train(self, base: str, fold: int = 0, extra_args: tuple[str, ...] = (), module: str | None = None,
-              epochs: int = 1) -> Path:
+              epochs: int = 1, light_checkpoints: bool = False) -> Path:
         """Train a short-run subclass of ``base`` with the real ``nnUNetv2_train`` on CPU; return its fold folder."""
-        name = self.add_short_trainer(base, module, epochs)
+        name = self.add_short_trainer(base, module, epochs, light_checkpoints)
         self.run("nnUNetv2_train", self.dataset_id, "2d", fold, "-tr", name, "-device", "cpu", *extra_args,
                  env={**self.env, "nnUNet_n_proc_DA": "0"})  # augment in-process: 2 iterations need no workers
         return self.output_folder(name, fold)
-
-    def trained(self, base: str) -> Path:
-        """Fold 0 of ``base``'s short trainer, for tests that need a finished run but not a new one: the one an
-        earlier test of the session trained in this workspace, or one trained now."""
-        output = self.output_folder(f"{base}_short")
-        if (output / "checkpoint_final.pth").is_file():
-            return output
-        return self.train(base)
 
     def concurrently(self, jobs: dict[str, Callable[[], T]]) -> dict[str, T | BaseException]:
         """:func:`run_concurrently` for jobs that train in this workspace: the first runs alone while the dataset has
@@ -219,3 +239,12 @@ def console_script(name: str) -> list[str]:
     module, function = entry_point.value.split(":")
     return [sys.executable, "-c", f"import sys; sys.argv[0] = {name!r}; from {module} import {function}; "
                                   f"sys.exit({function}())"]
+
+
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists and is not a zombie (killed, not yet reaped), from /proc (Linux)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return state != "Z"

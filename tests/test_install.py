@@ -19,6 +19,9 @@ from pathlib import Path
 
 import pytest
 
+# Each test installs the project into a fresh virtual environment with pip, then runs nnU-Net's lookup there.
+pytestmark = pytest.mark.integration
+
 ROOT = Path(__file__).resolve().parents[1]
 PROJECT_FILES = ("setup.py", "pyproject.toml", "README.md", "nnunetv2_resunet.pth", "nnunetv2_resunet",
                  "dataset_conversion")
@@ -61,15 +64,15 @@ def install(tmp_path: Path, dependencies: Path, editable: bool) -> tuple[Path, P
             project.mkdir(exist_ok=True)
             shutil.copy2(source, project / name)
     venv = tmp_path / "venv"
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
     python = venv / "bin" / "python"
     purelib = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                             capture_output=True, text=True, check=True).stdout.strip()
+                             capture_output=True, text=True, check=True, timeout=120).stdout.strip()
     # A plain path line: its folder joins sys.path, but .pth files inside it are not run.
     Path(purelib, "zz_dependencies.pth").write_text(f"{dependencies}\n")
     command = [str(python), "-m", "pip", "install", "--no-deps", "--no-build-isolation", "--no-index", "-q",
                *(["-e"] if editable else []), str(project)]
-    completed = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, env=clean_env())
+    completed = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, env=clean_env(), timeout=300)
     assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
     return python, project
 
@@ -80,7 +83,7 @@ def clean_env() -> dict[str, str]:
 
 def lookup(python: Path, cwd: Path) -> dict[str, str]:
     completed = subprocess.run([str(python), "-c", LOOKUP], capture_output=True, text=True, cwd=cwd,
-                               env=clean_env())
+                               env=clean_env(), timeout=300)
     assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
     found = {}
     for line in completed.stdout.splitlines():

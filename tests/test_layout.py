@@ -127,3 +127,50 @@ def test_modules_stay_readable(path):
     if relative in LONG_MODULES:
         return
     assert lines <= MAX_LINES, f"{relative} has {lines} lines: split it along its seams (or name why it is one thing)"
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Tests cannot hang CI: every subprocess a test starts has a time limit
+# ----------------------------------------------------------------------------------------------------------------------
+
+SUBPROCESS_FUNCTIONS = {"run", "call", "check_call", "check_output"}
+WAITING_METHODS = {"communicate", "wait"}
+
+
+def calls_without_timeout(source: str) -> list[int]:
+    """Line numbers of ``subprocess.run/call/check_call/check_output(...)`` without ``timeout=``, and of
+    ``.communicate()`` / ``.wait()`` with no time limit (keyword or positional) in ``source``, including Python
+    source that a test writes out as a string constant and runs (a stand-in command, a driver)."""
+    lines = []
+    trees = [ast.parse(source)]
+    for node in ast.walk(trees[0]):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and "subprocess." in node.value:
+            try:
+                trees.append(ast.parse(node.value))
+            except SyntaxError:
+                continue
+    for tree in trees:
+        for node in ast.walk(tree):
+            if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)):
+                continue
+            name, owner = node.func.attr, node.func.value
+            keywords = {k.arg for k in node.keywords}
+            if name in SUBPROCESS_FUNCTIONS and isinstance(owner, ast.Name) and owner.id == "subprocess":
+                if "timeout" not in keywords:
+                    lines.append(node.lineno)
+            elif name in WAITING_METHODS and "timeout" not in keywords and not node.args:
+                lines.append(node.lineno)
+    return lines
+
+
+def test_calls_without_timeout_finds_each_kind():
+    source = ("import subprocess\nsubprocess.run(['x'])\nsubprocess.run(['x'], timeout=5)\np.communicate()\n"
+              "p.wait(10)\nCODE = '''\nimport subprocess\nsubprocess.call(['y'])\n'''\n")
+    assert calls_without_timeout(source) == [2, 4, 3]  # the last: line 3 of the embedded source
+
+
+@pytest.mark.parametrize("path", sorted(p for p in (ROOT / "tests").rglob("*.py") if p != Path(__file__).resolve()),
+                         ids=lambda p: str(p.relative_to(ROOT)))  # (this file's examples lack timeouts on purpose)
+def test_every_subprocess_of_the_tests_has_a_timeout(path):
+    missing = calls_without_timeout(path.read_text(encoding="utf-8"))
+    assert not missing, f"{path.relative_to(ROOT)}: subprocess calls without a timeout at lines {missing}"

@@ -4,7 +4,9 @@ A network here is an encoder that publishes ``strides`` (its deepest stride is t
 that publishes ``deep_supervision`` (nnU-Net flips it) and ``output_strides``. :class:`SegmentationNetwork` pads
 any input to a multiple of the total stride, crops every output back to the size nnU-Net's target downsampling
 (``DownsampleSegForDSTransform``: ``round(size * (1 / s))``) produces, measures ``compute_conv_feature_map_size``
-by a meta-device forward, and offers nnU-Net's He initialisation. Subclasses only build the encoder and decoder.
+by a meta-device forward, switches deep supervision so that what is left unused is not trained
+(:meth:`SegmentationNetwork.set_deep_supervision`), and offers nnU-Net's He initialisation. Subclasses only build the
+encoder and decoder.
 """
 
 from __future__ import annotations
@@ -38,6 +40,8 @@ class SegmentationNetwork(nn.Module):
         self.config = config
         self.input_channels = input_channels
         self.num_classes = num_classes
+        # Per deep-supervision mode, the parameters no output depends on (found on first use of the mode).
+        self._unused_by_mode: dict[bool, frozenset[str]] = {}
 
     @property
     def output_strides(self) -> tuple[int, ...]:
@@ -62,6 +66,44 @@ class SegmentationNetwork(nn.Module):
             return out[:, :, :size[0], :size[1]]
         return [o[:, :, :round(size[0] * (1 / s)), :round(size[1] * (1 / s))]
                 for o, s in zip(out, self.output_strides)]
+
+    def set_deep_supervision(self, enabled: bool) -> None:
+        """Switch deep supervision (``decoder.deep_supervision``, nnU-Net's flag), and train only what the outputs
+        then depend on.
+
+        All heads are always built (a checkpoint loads either way), so without deep supervision the heads of the
+        other stages take no part in the output (and EMCAD's 1/32 head takes part in neither mode: its official
+        prediction is the last head alone). Their parameters stop requiring gradients while unused:
+        DistributedDataParallel, as nnU-Net wraps the network (without ``find_unused_parameters``), waits for a
+        gradient of every parameter that requires one and fails at the second step otherwise. Nothing else
+        changes: on one GPU those parameters get no gradient either, and optimizers skip them. Switching the mode
+        makes what it uses trainable again; parameters the outputs use in both modes are never touched.
+        """
+        self.decoder.deep_supervision = enabled
+        if enabled not in self._unused_by_mode:
+            self._unused_by_mode[enabled] = frozenset(self.parameters_without_gradient())
+        touched = frozenset().union(*self._unused_by_mode.values())
+        for name, parameter in self.named_parameters():
+            if name in touched:
+                parameter.requires_grad_(name not in self._unused_by_mode[enabled])
+
+    def parameters_without_gradient(self) -> list[str]:
+        """Names of the parameters that no output depends on in the network's current mode.
+
+        Found, not declared: one forward and backward on the meta device (no memory, no compute), so it stays exact
+        for every config and decoder.
+        """
+        parameters = [name for name, _ in self.named_parameters()]
+        meta = {name: torch.empty_like(tensor, device="meta").requires_grad_(name in parameters)
+                for name, tensor in self.state_dict(keep_vars=True).items()}
+        edge = 2 * self.total_stride
+        x = torch.empty((2, self.input_channels, edge, edge), device="meta")
+        with torch.enable_grad():
+            out = torch.func.functional_call(self, meta, (x,))
+            outputs = out if isinstance(out, (list, tuple)) else [out]
+            gradients = torch.autograd.grad(sum(o.sum() for o in outputs), [meta[n] for n in parameters],
+                                            allow_unused=True)
+        return [name for name, gradient in zip(parameters, gradients) if gradient is None]
 
     def compute_conv_feature_map_size(self, input_size: Sequence[int]) -> int:
         """Elements in the outputs of every conv and transposed conv for one sample of ``input_size`` (H, W).

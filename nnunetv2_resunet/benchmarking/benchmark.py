@@ -81,8 +81,10 @@ def benchmark_trainer(spec: TrainerSpec, plans: dict, dataset_json: dict, config
     if activation_autocast == torch.float32:
         activation_autocast = None
     # Two patches minus one: what one more patch adds, without autocast's cast copies of the weights (saved once).
-    activations = (saved_activation_bytes(network, data[:1].repeat(2, 1, 1, 1), activation_autocast)
-                   - saved_activation_bytes(network, data[:1], activation_autocast))
+    # The patch gets a storage of its own: a view into the batch would count the whole batch's input as saved.
+    patch = data[:1].clone()
+    activations = (saved_activation_bytes(network, patch.repeat(2, 1, 1, 1), activation_autocast)
+                   - saved_activation_bytes(network, patch, activation_autocast))
 
     with contextlib.redirect_stdout(io.StringIO()):
         trainer.set_deep_supervision_enabled(False)

@@ -35,8 +35,10 @@ PEAK_TFLOPS: tuple[tuple[str, dict[str, float]], ...] = (
 
 
 def count_forward_flops(network: nn.Module, input_shape: Sequence[int]) -> int:
-    """FLOPs (a multiply-add is 2) of one training-mode forward of ``input_shape``, counted on the meta device."""
-    meta_network = copy.deepcopy(network).to("meta")
+    """FLOPs (a multiply-add is 2) of one forward of ``input_shape`` in the network's deep-supervision mode, counted
+    on the meta device. Batch norm runs in eval mode there (it counts no FLOPs either way, and a batch of one at a
+    1 x 1 feature map is no batch for training-mode statistics)."""
+    meta_network = copy.deepcopy(network).to("meta").eval()
     counter = FlopCounterMode(display=False)
     with counter, torch.no_grad():
         meta_network(torch.empty(tuple(input_shape), device="meta"))
@@ -111,9 +113,11 @@ class PeakMemory:
     """Peak memory of what runs inside the ``with`` block, over what was held when it began.
 
     CUDA: ``torch.cuda.max_memory_allocated`` (tensors only; the caching allocator's reserve and the CUDA context
-    are not counted). CPU (Linux): the growth of the process's resident set high-water mark (VmHWM), reset at entry
-    through ``/proc/self/clear_refs``; it includes everything the process touched (also the allocator's and
-    OpenMP's buffers), and memory that glibc kept from an earlier trainer can hide part of a later one's growth.
+    are not counted); ``reserved_bytes`` is the allocator's peak reserve in the block (absolute: what the process
+    asked the GPU for, the figure that runs out first). CPU (Linux): the growth of the process's resident set
+    high-water mark (VmHWM), reset at entry through ``/proc/self/clear_refs``; it includes everything the process
+    touched (also the allocator's and OpenMP's buffers), and memory that glibc kept from an earlier trainer can hide
+    part of a later one's growth.
     ``None`` where neither is available.
     """
 
@@ -121,10 +125,12 @@ class PeakMemory:
         self.device = device
         self.baseline: int | None = None
         self.peak_bytes: int | None = None
+        self.reserved_bytes: int | None = None
 
     def __enter__(self) -> PeakMemory:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
+            torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats(self.device)
             self.baseline = torch.cuda.memory_allocated(self.device)
         else:
@@ -142,6 +148,7 @@ class PeakMemory:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
             self.peak_bytes = torch.cuda.max_memory_allocated(self.device) - self.baseline
+            self.reserved_bytes = torch.cuda.max_memory_reserved(self.device)
         else:
             peak = _rss_bytes("VmHWM")
             self.peak_bytes = None if peak is None else max(peak - self.baseline, 0)

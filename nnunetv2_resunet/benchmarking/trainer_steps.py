@@ -34,12 +34,16 @@ def _scratch_nnunet_env(compile_network: bool) -> Iterator[None]:
 
 
 def build_trainer(trainer_name: str, plans: dict, dataset_json: dict, configuration: str, device: torch.device,
-                  compile_network: bool = False, channels_last: bool | None = None):
-    """Construct the trainer and give it what ``initialize`` would: network, optimizer, loss.
+                  compile_network: bool = False, channels_last: bool | None = None,
+                  compile_backend: str | None = None):
+    """Construct the trainer and give it what ``initialize`` would, in ``initialize``'s order: network (built by the
+    trainer's own ``build_network_architecture`` with nnU-Net's arguments, moved to the device, compiled), optimizer
+    (``configure_optimizers``, which for our trainers also prepares the network: deep supervision, channels_last on
+    CUDA), loss. Nothing is read from a preprocessed dataset, and there is no DDP.
 
-    The network is built by the trainer's own ``build_network_architecture`` with nnU-Net's arguments; nothing is
-    read from a preprocessed dataset. ``channels_last=None`` does what the trainer's ``initialize`` does on this
-    device (ours: NHWC on a single CUDA device, see ``ResUnetTrainer.channels_last_on_cuda``; nnU-Net's: never).
+    ``channels_last``: None does what the trainer does on this device (ours: NHWC on CUDA, see
+    ``ResUnetTrainer.prepare_network_for_training``; nnU-Net's: never); True or False forces it.
+    ``compile_backend``: torch.compile's backend for the network (default: torch's, inductor).
     """
     from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
     from nnunetv2.utilities.label_handling.label_handling import determine_num_input_channels
@@ -48,8 +52,6 @@ def build_trainer(trainer_name: str, plans: dict, dataset_json: dict, configurat
         trainer_class = recursive_find_trainer_class_by_name(trainer_name)
     if trainer_class is None:
         raise ValueError(f"trainer {trainer_name!r} not found in nnunetv2 or in nnUNet_extTrainer")
-    if channels_last is None:
-        channels_last = device.type == "cuda" and getattr(trainer_class, "channels_last_on_cuda", False)
     plans = copy.deepcopy(plans)
     plans["continue_training"] = False  # nnU-Net's run_training adds this key; the trainer pops it
     with _scratch_nnunet_env(compile_network), contextlib.redirect_stdout(io.StringIO()):
@@ -59,13 +61,22 @@ def build_trainer(trainer_name: str, plans: dict, dataset_json: dict, configurat
         network = trainer.build_network_architecture(
             trainer.plans_manager, trainer.configuration_manager, trainer.num_input_channels,
             trainer.label_manager.num_segmentation_heads, trainer.enable_deep_supervision).to(device)
-        if channels_last:
-            network = network.to(memory_format=torch.channels_last)
-        trainer.network = torch.compile(network) if compile_network else network
+        backend = {"backend": compile_backend} if compile_backend else {}
+        trainer.network = torch.compile(network, **backend) if compile_network else network
         trainer.optimizer, trainer.lr_scheduler = trainer.configure_optimizers()
+        if channels_last is not None:
+            network.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
         trainer.loss = trainer._build_loss()
-    trainer.benchmark_channels_last = channels_last
+    trainer.benchmark_channels_last = is_channels_last(network)
     return trainer
+
+
+def is_channels_last(network: nn.Module) -> bool:
+    """Whether the network's convolution weights are in NHWC (channels_last) layout (judged on the kernels where the
+    two layouts differ: more than one input channel and more than one tap)."""
+    weights = [p for p in network.parameters() if p.dim() == 4 and p.shape[1] > 1 and p.shape[2] * p.shape[3] > 1]
+    return bool(weights) and all(w.is_contiguous(memory_format=torch.channels_last) and not w.is_contiguous()
+                                 for w in weights)
 
 
 def bare_network(trainer) -> nn.Module:

@@ -43,6 +43,15 @@ def resunet_feature_map_size(config: ResUnetConfig, patch_size: Sequence[int], i
     return network.compute_conv_feature_map_size(list(patch_size))
 
 
+def planned_2d_batch_size(feature_map_size: int, reference_val_2d: float, gpu_memory_target_in_gb: float) -> int:
+    """The 2d batch size nnU-Net's planner gives a patch whose network has ``feature_map_size`` feature-map elements
+    per sample, before its cap at 5 % of the dataset (``ExperimentPlanner.get_plans_for_configuration``: the
+    reference scaled by the target over 8 GB, times the reference batch of 12, at least 2). With nnU-Net's reference
+    and PlainConvUNet's estimate it is nnU-Net's plan; with :data:`RESUNET_REFERENCE_VAL_2D` and ResUnet's, ours."""
+    reference = reference_val_2d * gpu_memory_target_in_gb / 8
+    return max(round(reference / feature_map_size * 12), 2)
+
+
 class nnUNetResUnetPlanner(ExperimentPlanner):
     """nnU-Net's default planner whose 2d patch and batch size fit the GPU memory target for ResUnet v1.0.
 

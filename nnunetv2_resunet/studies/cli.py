@@ -14,7 +14,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
+import os
 import shutil
+import signal
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -39,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
              "submit": "submit the missing runs to SLURM (through submitit)"}
     for name, text in helps.items():
         sub = commands.add_parser(name, help=text, description=text)
-        sub.add_argument("study", help="the study file (TOML), e.g. studies/acdc_ladder.toml")
+        sub.add_argument("study", help="the study file (TOML), e.g. studies/thesis_ladder.toml")
         sub.add_argument("-o", dest="reports", default=DEFAULT_REPORTS,
                          help="folder under which the report goes, as <this>/<study name>/ (default: ./results)")
         if name in ("plan", "run", "submit"):
@@ -112,6 +114,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     except StudyFileError as error:
         print(f"nnUNetv2_resunet_study: error: {error}", file=sys.stderr)
         sys.exit(2)
+    except KeyboardInterrupt:  # the runs it started were stopped and their exits logged; a re-run resumes them
+        print("nnUNetv2_resunet_study: interrupted (Ctrl-C); run the same command again to resume", file=sys.stderr)
+        sys.exit(128 + signal.SIGINT)
 
 
 def dispatch(args: argparse.Namespace) -> int:
@@ -141,7 +146,12 @@ def dispatch(args: argparse.Namespace) -> int:
     if args.command == "run":
         from nnunetv2_resunet.studies.local import run_study, slot_environments
 
-        states = run_study(study, runs, folders, options, slot_environments(args.gpus, args.jobs))
+        slots = slot_environments(args.gpus, args.jobs)
+        if "nnUNet_n_proc_DA" in slots[0]:
+            print(f"{len(slots)} runs at a time, each with nnUNet_n_proc_DA={slots[0]['nnUNet_n_proc_DA']} "
+                  f"data-augmentation workers (of {len(os.sched_getaffinity(0))} CPUs; set nnUNet_n_proc_DA to "
+                  f"choose)", file=sys.stderr)
+        states = run_study(study, runs, folders, options, slots)
         print(format_status(study, runs, states, folders))
         return 0 if all(s.status == Status.DONE for s in states.values()) else 1
     missing = [c for c in ("sbatch", "srun") if shutil.which(c) is None]

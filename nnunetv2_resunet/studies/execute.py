@@ -201,7 +201,8 @@ def _run_logged(run: Run, command: list[str], extra_env: dict[str, str], lock: R
         log.write(f"{LOG_HEADER}: {run.key}\n=== command: {subprocess.list2cmdline(command)}\n"
                   f"=== host {socket.gethostname()}, pid {os.getpid()}, started "
                   f"{datetime.now().isoformat(timespec='seconds')}, "
-                  f"CUDA_VISIBLE_DEVICES={env.get('CUDA_VISIBLE_DEVICES', '(unset)')}\n")
+                  f"CUDA_VISIBLE_DEVICES={env.get('CUDA_VISIBLE_DEVICES', '(unset)')}, "
+                  f"nnUNet_n_proc_DA={env.get('nnUNet_n_proc_DA', '(unset)')}\n")
         log.flush()
         process = subprocess.Popen([*console_command(command[0]), *command[1:]], stdout=log,
                                    stderr=subprocess.STDOUT, env=env)

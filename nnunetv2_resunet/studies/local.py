@@ -5,6 +5,7 @@ tried at most once per invocation; the states come from the disk every time a ru
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -22,11 +23,38 @@ from nnunetv2_resunet.studies.study_file import Study
 RUNNABLE = (Status.WAITING, Status.INTERRUPTED, Status.FAILED)
 
 
-def slot_environments(gpus: list[str] | None, jobs: int) -> list[dict[str, str]]:
-    """One environment per concurrent run."""
-    if gpus:
-        return [{"CUDA_VISIBLE_DEVICES": gpu} for gpu in gpus]
-    return [{} for _ in range(max(1, jobs))]
+def slot_environments(gpus: list[str] | None, jobs: int, cpus: int | None = None) -> list[dict[str, str]]:
+    """One environment per concurrent run: its GPU (``CUDA_VISIBLE_DEVICES``), and with several runs at a time their
+    share of the machine's CPUs for nnU-Net's data augmentation (:func:`augmentation_workers`), unless
+    ``nnUNet_n_proc_DA`` is set, which then holds for every run as it does for nnU-Net."""
+    slots = [{"CUDA_VISIBLE_DEVICES": gpu} for gpu in gpus] if gpus else [{} for _ in range(max(1, jobs))]
+    if len(slots) > 1 and "nnUNet_n_proc_DA" not in os.environ:
+        workers = augmentation_workers(len(slots), cpus)
+        for slot in slots:
+            slot["nnUNet_n_proc_DA"] = str(workers)
+    return slots
+
+
+def augmentation_workers(runs: int, cpus: int | None = None) -> int:
+    """Data-augmentation workers per run (``nnUNet_n_proc_DA``) when ``runs`` trainings share ``cpus`` CPUs.
+
+    nnU-Net gives every training ``n`` training and ``max(1, n // 2)`` validation augmentation processes beside
+    its main process, with ``n`` from its host table (12 on an unknown host, capped at the CPU count), as if it had
+    the node to itself: four runs on a 32-core node would start 76 processes. Each run here gets the largest ``n``
+    whose processes fit its share of the CPUs (at least 1, at most nnU-Net's own choice).
+
+    Args:
+        runs: Trainings at a time.
+        cpus: CPUs to share; default the CPUs this process may run on (a SLURM or cgroup allocation included).
+    """
+    from nnunetv2.utilities.default_n_proc_DA import get_allowed_n_proc_DA
+
+    cpus = cpus or len(os.sched_getaffinity(0))
+    share = cpus // runs
+    workers = 1
+    while workers + 1 + max(1, (workers + 1) // 2) + 1 <= share:
+        workers += 1
+    return min(workers, get_allowed_n_proc_DA())
 
 
 def run_study(study: Study, runs: list[Run], folders: NnUNetFolders, options: Options,

@@ -55,7 +55,7 @@ class ResUnetTrainer_ThesisRecipe(ResUnetTrainer):
             loss.dc = torch.compile(loss.dc)
         return loss
 
-    def configure_optimizers(self):
+    def build_optimizer(self):
         optimizer = torch.optim.SGD(self.network.parameters(), self.initial_lr, momentum=self.momentum,
                                     weight_decay=self.weight_decay)
         lr_scheduler = PolyLRScheduler(optimizer, self.initial_lr, self.num_epochs)
@@ -115,8 +115,10 @@ class TransformerRecipeTrainer(ResUnetTrainer):
         changes ``num_epochs`` in its ``__init__`` gets its own)."""
         return max(1, math.ceil(self.warmup_fraction * self.num_epochs))
 
-    def configure_optimizers(self):
-        optimizer = torch.optim.AdamW(self.network.parameters(), lr=self.initial_lr, weight_decay=self.weight_decay)
+    def build_optimizer(self):
+        # Fused on CUDA: one kernel for all parameters instead of a few per tensor (over a hundred tensors here).
+        optimizer = torch.optim.AdamW(self.network.parameters(), lr=self.initial_lr, weight_decay=self.weight_decay,
+                                      fused=self.device.type == "cuda")
         lr_scheduler = WarmupPolyLRScheduler(optimizer, self.initial_lr, self.num_epochs, self.warmup_epochs)
         return optimizer, lr_scheduler
 

@@ -10,12 +10,15 @@ What the network starts from is nnU-Net's business: from scratch, from ``--c``'s
 its pretrained encoder (``imagenet_init``, ladder step v0.2) refuses to train from scratch.
 """
 
+import numpy as np
 import torch
+from nnunetv2.training.loss.deep_supervision import DeepSupervisionWrapper
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunetv2.utilities.label_handling.label_handling import determine_num_input_channels
 from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager, PlansManager
 from torch import nn
 from torch._dynamo import OptimizedModule
+from torch.nn.parallel import DistributedDataParallel
 
 from nnunetv2_resunet.architectures.base import SegmentationNetwork
 from nnunetv2_resunet.architectures.configs.ladder import LADDER
@@ -39,8 +42,7 @@ class ResUnetTrainer(nnUNetTrainer):
     resunet_config: NetworkConfig = LADDER["v1_0"]
     # The training recipe, as the trainer table names it (subclasses that change it say so).
     recipe: str = "nnU-Net"
-    # NHWC on CUDA: cuDNN's tensor-core convolutions and batch norm run natively in it under autocast. Inputs stay
-    # NCHW; the first convolution's output follows the weights' format. Not on CPU, where nnU-Net does not train.
+    # NHWC on CUDA, with or without DDP (see prepare_network_for_training); a shell can switch it off.
     channels_last_on_cuda: bool = True
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
@@ -66,8 +68,8 @@ class ResUnetTrainer(nnUNetTrainer):
         return network
 
     def _bare_network(self) -> SegmentationNetwork:
-        """The network inside nnU-Net's DDP and torch.compile wrappers."""
-        network = self.network.module if self.is_ddp else self.network
+        """The network inside nnU-Net's DDP and torch.compile wrappers (either may not be there yet)."""
+        network = self.network.module if isinstance(self.network, DistributedDataParallel) else self.network
         return network._orig_mod if isinstance(network, OptimizedModule) else network
 
     def _get_deep_supervision_scales(self):
@@ -78,6 +80,19 @@ class ResUnetTrainer(nnUNetTrainer):
         if not self.enable_deep_supervision:
             return None
         return [[1 / stride] * 2 for stride in self._output_strides()]
+
+    def _build_loss(self):
+        """nnU-Net's loss, with one change under DDP: the lowest-resolution output keeps a weight of 1e-6 (nnU-Net
+        gives it 0, or 1e-6 under DDP without torch.compile), so that its head gets a gradient, which DDP waits for.
+        nnU-Net relies on torch.compile producing a zero gradient for it; under DDP, compile splits the graph at
+        DDP's gradient buckets and the unused head's piece has no backward to run ("Expected to have finished
+        reduction": seen with every network here on nnU-Net's -num_gpus path with compile on)."""
+        loss = super()._build_loss()
+        if self.is_ddp and isinstance(loss, DeepSupervisionWrapper) and loss.weight_factors[-1] == 0:
+            weights = np.array([1 / 2 ** i for i in range(len(loss.weight_factors))])
+            weights[-1] = 1e-6
+            loss.weight_factors = tuple(weights / weights.sum())
+        return loss
 
     def _output_strides(self) -> tuple[int, ...]:
         if self.network is not None:
@@ -92,13 +107,41 @@ class ResUnetTrainer(nnUNetTrainer):
 
     def initialize(self):
         super().initialize()
-        if self.channels_last_on_cuda and self.device.type == "cuda" and not self.is_ddp:
-            # In place on the parameters the optimizer holds, before torch.compile's lazy first trace. Not under DDP:
-            # its gradient buckets already have the parameters' old layout, and every step would copy gradients.
-            self._bare_network().to(memory_format=torch.channels_last)
         # Records what nnU-Net loads into the network: -pretrained_weights (run_training's maybe_load_checkpoint,
         # after initialize) or a checkpoint (load_checkpoint, e.g. --c); on_train_start reports it.
         self._bare_network().register_load_state_dict_post_hook(self._record_loaded_weights)
+
+    def configure_optimizers(self):
+        """nnU-Net's hook, called by ``initialize()`` after the network is built, moved to the device and compiled,
+        and before it is wrapped in SyncBatchNorm and DDP: the network is made ready for training here
+        (:meth:`prepare_network_for_training`), then the recipe's optimizer and schedule are built on it
+        (:meth:`build_optimizer`; recipe variants override that one)."""
+        self.prepare_network_for_training()
+        return self.build_optimizer()
+
+    def build_optimizer(self):
+        """The optimizer and learning-rate schedule: nnU-Net's (SGD, Nesterov momentum 0.99, poly schedule)."""
+        return super().configure_optimizers()
+
+    def prepare_network_for_training(self) -> None:
+        """What must happen to the parameters before DistributedDataParallel takes them (it fixes, at wrap time,
+        which parameters it waits a gradient for and the layout of its gradient buckets):
+
+        - deep supervision set as this trainer trains, so that the heads a network without deep supervision does not
+          use stop requiring gradients (DDP would wait for them forever: ``SegmentationNetwork.set_deep_supervision``);
+        - NHWC (channels_last) on CUDA: cuDNN's tensor-core convolutions and batch norm run natively in it under
+          autocast. In place on the parameters, before torch.compile's lazy first trace; inputs stay NCHW, the first
+          convolution's output follows the weights' format. Not on CPU, where nnU-Net does not train.
+        """
+        network = self._bare_network()
+        network.set_deep_supervision(self.enable_deep_supervision)
+        if self.channels_last_on_cuda and self.device.type == "cuda":
+            network.to(memory_format=torch.channels_last)
+
+    def set_deep_supervision_enabled(self, enabled: bool) -> None:
+        """nnU-Net's switch (on at the start of training, off for the final validation), through the network's own,
+        which keeps what is unused out of training (see :meth:`prepare_network_for_training`)."""
+        self._bare_network().set_deep_supervision(enabled)
 
     def _record_loaded_weights(self, module: nn.Module, incompatible_keys) -> None:
         self._weights_loaded_by = "checkpoint" if self._loading_checkpoint else "pretrained_weights"

@@ -93,12 +93,41 @@ def test_conv_feature_map_size_positive_and_increasing(name):
 
 @pytest.mark.parametrize("name", list(NETWORK_CONFIGS))
 def test_logits_not_probabilities(name):
+    """nnU-Net applies softmax (or sigmoid for regions) itself: the outputs must be raw logits, neither
+    probabilities (softmax: sum 1 over classes; sigmoid: all in [0, 1]) nor log-probabilities (log_softmax:
+    logsumexp 0 over classes)."""
     with torch.no_grad():
         out = network(name)(torch.randn(1, IN_CHANNELS, 40, 36))[0]
     assert not torch.allclose(out.sum(dim=1), torch.ones(()))
+    assert not torch.allclose(torch.logsumexp(out, dim=1), torch.zeros(()), atol=1e-4)
+    assert not ((out >= 0) & (out <= 1)).all()
 
 
 @pytest.mark.parametrize("name", list(NETWORK_CONFIGS))
 def test_rejects_non_positive_channels(name):
     with pytest.raises(ValueError, match="must be positive, got 0"):
         build_network(NETWORK_CONFIGS[name], 0, NUM_CLASSES)
+
+
+@pytest.mark.parametrize("name", list(NETWORK_CONFIGS))
+def test_without_deep_supervision_exactly_the_unused_heads_stop_training(name):
+    """nnU-Net wraps the network in DDP without ``find_unused_parameters``: a parameter that requires a gradient
+    must get one. With deep supervision off, exactly the parameters a real backward leaves without gradient stop
+    requiring one (heads only), and switching it back on makes them trainable again: all of them, except EMCAD's
+    1/32 head, which no output uses in either mode (its official prediction is the last head alone)."""
+    net = network(name)
+    net.set_deep_supervision(False)
+    try:
+        frozen = {n for n, p in net.named_parameters() if not p.requires_grad}
+        net.zero_grad(set_to_none=True)
+        net(torch.randn(1, IN_CHANNELS, 40, 36)).sum().backward()
+        assert frozen == {n for n, p in net.named_parameters() if p.grad is None}
+        assert all(".seg_layers." in n for n in frozen)
+    finally:
+        net.set_deep_supervision(True)
+        net.zero_grad(set_to_none=True)
+    unused_in_both = {"decoder.seg_layers.0.weight", "decoder.seg_layers.0.bias"} if name.startswith("emcad") else set()
+    assert {n for n, p in net.named_parameters() if not p.requires_grad} == unused_in_both
+    sum(o.sum() for o in net(torch.randn(1, IN_CHANNELS, 40, 36))).backward()
+    assert all(p.grad is not None for p in net.parameters() if p.requires_grad)
+    net.zero_grad(set_to_none=True)

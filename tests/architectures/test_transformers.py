@@ -5,6 +5,8 @@ The shared contract (deep supervision, flag off, strict loading, memory estimate
 ``test_contract.py``. Shape checks here run on the meta device (no memory, no compute).
 """
 
+from pathlib import Path
+
 import pytest
 import torch
 from test_contract import nnunet_target_sizes
@@ -28,6 +30,19 @@ def test_parameters_within_one_percent_of_the_official_model(name):
         network = build_network(TRANSFORMERS[name], 1, 9, deep_supervision=True)
     parameters = sum(p.numel() for p in network.parameters())
     assert parameters == pytest.approx(OFFICIAL_PARAMETERS[name], rel=0.01)
+
+
+@pytest.mark.parametrize("name", list(OFFICIAL_PARAMETERS))
+def test_parameters_are_the_documented_counts(name):
+    """docs/models.md states ours and the official count to 0.01 M (TransUNet: 105.28 M / 105.28 M): ours, rounded
+    as the table rounds, is exactly both."""
+    with torch.device("meta"):
+        network = build_network(TRANSFORMERS[name], 1, 9, deep_supervision=True)
+    ours = f"{sum(p.numel() for p in network.parameters()) / 1e6:.2f} M"
+    trainer = {"transunet": "TransUNetTrainer", "swin_unet": "SwinUnetTrainer", "emcad": "EMCADTrainer"}[name]
+    docs = (Path(__file__).parents[2] / "docs" / "models.md").read_text(encoding="utf-8")
+    (row,) = [line for line in docs.splitlines() if line.startswith(f"| `{trainer}` |") and " M / " in line]
+    assert f"| {ours} / {ours} |" in row, (ours, row)
 
 
 @pytest.mark.parametrize("name", list(TRANSFORMERS))
@@ -156,8 +171,7 @@ def test_an_activation_beyond_fp16_range_stays_finite(monkeypatch):
     x = torch.randn(1, 1, 64, 64)
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.float16):
         guarded = encoder(x)
-    monkeypatch.setattr(timm_encoder_module, "fp16_safe_autocast", lambda device_type: torch.autocast(
-        device_type, dtype=torch.float16))
+    monkeypatch.setattr(timm_encoder_module, "fp16_safe", lambda function, *inputs: function(*inputs))
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.float16):
         unguarded = encoder(x)
     assert all(torch.isfinite(f).all() for f in guarded.values())

@@ -1,4 +1,4 @@
-"""Helpers and fixtures shared by the dataset converter tests (tests/test_conversion_*.py).
+"""Helpers and fixtures shared by the dataset converter tests (tests/dataset_conversion/test_*.py).
 
 Kept out of nnunet_workspace.py so that other test suites are unaffected; test modules import what they use and wrap
 ``make_nnunet_dirs`` in a module-local fixture.
@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 from collections.abc import Callable, Sequence
@@ -18,7 +19,40 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
-from nnunet_workspace import console_script
+from nnunet_workspace import TEST_DATA, console_script
+
+# ----------------------------------------------------------------------------------------------------------------------
+# The papers' published split lists (tests/data/published_splits/README.md: where each file comes from)
+# ----------------------------------------------------------------------------------------------------------------------
+
+PUBLISHED_SPLITS = TEST_DATA / "published_splits"
+
+
+def published_lines(path: str) -> list[str]:
+    """The non-empty lines of a published list file, in its order."""
+    return [line.strip() for line in (PUBLISHED_SPLITS / path).read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def _names(path: str, pattern: str) -> list[str]:
+    """The first group of ``pattern`` in every line of a list (each line must match), sorted and deduplicated."""
+    matches = [re.fullmatch(pattern, line) for line in published_lines(path)]
+    assert all(matches), f"{path}: lines not of the form {pattern}"
+    return sorted({m[1] for m in matches})
+
+
+#: TransUNet's Synapse test volumes and training cases (lists_Synapse/test_vol.txt, train.txt).
+SYNAPSE_TEST_CASES = _names("transunet_synapse/test_vol.txt", r"(case\d{4})")
+SYNAPSE_TRAINING_CASES = _names("transunet_synapse/train.txt", r"(case\d{4})_slice\d{3}")
+#: The ACDC protocol of TransUNet/Swin-Unet (lists_ACDC/test.txt, valid.txt, train.txt), as patientXXX.
+ACDC_TEST_PATIENTS = [f"patient{n}" for n in _names("agileformer_acdc/test.txt", r"case_(\d{3})_volume_E[DS]\.npz")]
+ACDC_VALIDATION_PATIENTS = [f"patient{n}" for n in _names("agileformer_acdc/valid.txt",
+                                                          r"case_(\d{3})_sliceE[DS]_\d+\.npz")]
+ACDC_TRAINING_PATIENTS = [f"patient{n}" for n in _names("agileformer_acdc/train.txt",
+                                                        r"case_(\d{3})_sliceE[DS]_\d+\.npz")]
+#: ParaTransCNN's AVT test cases, by their release names in the list's order (lists_AVT/test_vol.txt), and the
+#: cases of its training slices (lists_AVT/train.txt).
+AVT_TEST_CASES = published_lines("paratranscnn_avt/test_vol.txt")
+AVT_TRAINING_CASES = _names("paratranscnn_avt/train.txt", r"(.+)_slice_\d+")
 
 
 @dataclass(frozen=True)
@@ -153,7 +187,13 @@ def verify_with_nnunet(dataset_id: int, dirs: NnunetDirs, preprocess: bool = Tru
 
 
 def check_five_folds(splits: list[dict[str, list[str]]], training_ids: list[str]) -> None:
-    """Five folds whose validation sets partition the training cases, each fold's train set being the rest."""
+    """Five folds whose validation sets partition the training cases, each fold's train set being the rest: exactly
+    the folds nnU-Net's trainer makes itself when a dataset has no splits_final.json (``generate_crossval_split``
+    over the sorted case IDs, seed 12345, 5 folds: nnUNetTrainer.do_split)."""
+    from nnunetv2.utilities.crossval_split import generate_crossval_split
+
+    nnunet = generate_crossval_split(sorted(training_ids), seed=12345, n_splits=5)
+    assert splits == [{"train": sorted(f["train"]), "val": sorted(f["val"])} for f in nnunet]
     assert len(splits) == 5
     validation = [c for fold in splits for c in fold["val"]]
     assert sorted(validation) == sorted(training_ids)

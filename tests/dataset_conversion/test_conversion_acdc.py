@@ -12,6 +12,9 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 from conversion_helpers import (
+    ACDC_TEST_PATIENTS,
+    ACDC_TRAINING_PATIENTS,
+    ACDC_VALIDATION_PATIENTS,
     NnunetDirs,
     assert_exact,
     assert_nothing_written,
@@ -22,11 +25,7 @@ from conversion_helpers import (
 )
 from nnunet_workspace import TEST_DATA
 from nnunetv2_resunet.dataset_conversion.common import ConversionError
-from nnunetv2_resunet.dataset_conversion.convert_acdc import (
-    TRANSUNET_TEST_PATIENTS,
-    TRANSUNET_VALIDATION_PATIENTS,
-    convert_acdc,
-)
+from nnunetv2_resunet.dataset_conversion.convert_acdc import convert_acdc
 
 REAL_SAMPLE = TEST_DATA / "acdc_h5_sample"
 REAL_SAMPLE_CASES = sorted(p.name[: -len(".h5")] for p in REAL_SAMPLE.glob("*.h5"))
@@ -142,13 +141,13 @@ def test_transunet_split(tmp_path: Path, conversion_nnunet_dirs: NnunetDirs) -> 
     source = make_h5_replica(tmp_path / "ACDC", range(1, 101))
     out = convert_acdc(source, 802, split="transunet", num_processes=2)
     test_patients = sorted({c[:10] for c in case_ids(out / "labelsTs")})
-    assert test_patients == sorted(TRANSUNET_TEST_PATIENTS)
+    assert test_patients == ACDC_TEST_PATIENTS
     assert case_ids(out / "imagesTs", "_0000") == case_ids(out / "labelsTs")
     assert len(case_ids(out / "labelsTs")) == 40 and len(case_ids(out / "labelsTr")) == 160
     splits = load_json(conversion_nnunet_dirs.preprocessed / "Dataset802_ACDC" / "splits_final.json")
     assert len(splits) == 1
-    assert sorted({c[:10] for c in splits[0]["val"]}) == sorted(TRANSUNET_VALIDATION_PATIENTS)
-    assert len({c[:10] for c in splits[0]["train"]}) == 70
+    assert sorted({c[:10] for c in splits[0]["val"]}) == ACDC_VALIDATION_PATIENTS
+    assert sorted({c[:10] for c in splits[0]["train"]}) == ACDC_TRAINING_PATIENTS  # 70 patients
     assert sorted(splits[0]["train"] + splits[0]["val"]) == case_ids(out / "labelsTr")
     image, label = replica_arrays("patient002_frame01")
     assert_exact(out / "imagesTs" / "patient002_frame01_0000.nii.gz", image)

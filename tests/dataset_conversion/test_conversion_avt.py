@@ -12,6 +12,8 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 from conversion_helpers import (
+    AVT_TEST_CASES,
+    AVT_TRAINING_CASES,
     NnunetDirs,
     assert_exact,
     assert_refused,
@@ -23,7 +25,10 @@ from conversion_helpers import (
     verify_with_nnunet,
 )
 from nnunetv2_resunet.dataset_conversion.common import ConversionError
-from nnunetv2_resunet.dataset_conversion.convert_avt import TEST_CASES, convert_avt
+from nnunetv2_resunet.dataset_conversion.convert_avt import convert_avt
+
+# ParaTransCNN's published test list (tests/data/published_splits), not our constant.
+TEST_CASES = AVT_TEST_CASES
 
 SUFFIXES = {"R1": " (AD)", "R2": " (AD)", "R5": " (AD)", "R6": " (AAA)", "R7": " (AD)", "R8": " (AD)"}
 CASES = {
@@ -33,6 +38,7 @@ CASES = {
 }
 ALL_NAMES = [name for names in CASES.values() for name in names]
 TRAIN_NAMES = [n for n in ALL_NAMES if n not in TEST_CASES]
+assert sorted(TRAIN_NAMES) == AVT_TRAINING_CASES  # the release's 56 cases are the published test and training lists
 SAFE = {n: n.replace(" (", "_").replace(")", "") for n in ALL_NAMES}
 SPACING = (0.8, 0.8, 2.0)
 ORIGIN = (10.0, -20.0, 30.0)
@@ -343,6 +349,7 @@ def test_2d_layout_bad_input(
                    avt_2d_release, names, says, conversion_nnunet_dirs)
 
 
+@pytest.mark.integration
 def test_console_command_overwrite_and_nnunet_integrity(
     figshare_release: Path, conversion_nnunet_dirs: NnunetDirs
 ) -> None:

@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
+import SimpleITK as sitk
 from conversion_helpers import (
     NnunetDirs,
     case_ids,
@@ -27,6 +28,7 @@ from conversion_helpers import (
     run_console,
     verify_with_nnunet,
 )
+from nnunet_workspace import process_alive
 from nnunetv2_resunet.dataset_conversion.common import ConversionError
 from nnunetv2_resunet.dataset_conversion.convert_acdc import convert_acdc
 from nnunetv2_resunet.dataset_conversion.convert_synapse import convert_synapse
@@ -147,6 +149,7 @@ def plan_with_nnunet(dirs: NnunetDirs) -> Path:
     return folder
 
 
+@pytest.mark.integration
 def test_overwrite_clears_what_nnunet_derived_from_the_old_dataset(
     synapse_release: Path, dirs: NnunetDirs, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -160,6 +163,7 @@ def test_overwrite_clears_what_nnunet_derived_from_the_old_dataset(
     assert hidden_entries(dirs) == []
 
 
+@pytest.mark.integration
 def test_overwrite_refuses_files_it_cannot_judge(synapse_release: Path, dirs: NnunetDirs) -> None:
     out = convert_synapse(synapse_release, 801)
     folder = plan_with_nnunet(dirs)
@@ -171,6 +175,7 @@ def test_overwrite_refuses_files_it_cannot_judge(synapse_release: Path, dirs: Nn
     assert (out / "marker").exists() and sorted(p.name for p in folder.iterdir()) == before
 
 
+@pytest.mark.integration
 def test_stale_preprocessed_data_without_overwrite_is_refused(synapse_release: Path, dirs: NnunetDirs) -> None:
     """A raw dataset deleted by hand leaves its fingerprint behind, which nnU-Net would reuse for the new one."""
     out = convert_synapse(synapse_release, 801)
@@ -188,23 +193,54 @@ def test_stale_preprocessed_data_without_overwrite_is_refused(synapse_release: P
 # Interrupts: a real converter process, stopped after it has written its first file
 # ----------------------------------------------------------------------------------------------------------------------
 
-# Runs the real console entry point, but every process that writes a case file (the converter itself with -np 1, its
-# spawned workers otherwise, which import this file as __mp_main__) reports its pid and then waits to be killed.
+# Runs the real console entry point, but stops at one point (PAUSE_AT) and waits there, after writing its pid into
+# PAUSE_DIR, until PAUSE_DIR/go exists (or it is killed):
+#   case: after a case file is written (the converter itself with -np 1, its spawned workers otherwise, which import
+#         this file as __mp_main__);
+#   before_commit_record: in the final swap, after the old dataset and preprocessed folder were moved aside, before
+#         commit.json is written;
+#   after_commit_record: in the final swap, after commit.json, before the new folders are moved into place.
 PAUSING_DRIVER = """
 import os, sys, time
 import nnunetv2_resunet.dataset_conversion.jobs as jobs
+import nnunetv2_resunet.dataset_conversion.transaction as transaction
 
-_write_volume = jobs.write_volume
 
-
-def _write_then_wait(array, geometry, path):
-    _write_volume(array, geometry, path)
+def pause(where):
     with open(os.path.join(os.environ["PAUSE_DIR"], str(os.getpid())), "w") as f:
-        f.write(str(path))
-    time.sleep(600)
+        f.write(where)
+    go, deadline = os.path.join(os.environ["PAUSE_DIR"], "go"), time.monotonic() + 600
+    while not os.path.exists(go) and time.monotonic() < deadline:
+        time.sleep(0.05)
 
 
-jobs.write_volume = _write_then_wait
+_write_volume, _write_json = jobs.write_volume, transaction.write_json_atomically
+_roll_forward = transaction._roll_forward
+
+
+def write_volume(array, geometry, path):
+    _write_volume(array, geometry, path)
+    pause(str(path))
+
+
+def write_json_atomically(content, path):
+    if path.name == transaction.COMMIT_FILE:
+        pause(str(path))
+    _write_json(content, path)
+
+
+def roll_forward(*args):
+    pause("roll forward")
+    _roll_forward(*args)
+
+
+point = os.environ.get("PAUSE_AT", "case")
+if point == "case":
+    jobs.write_volume = write_volume
+elif point == "before_commit_record":
+    transaction.write_json_atomically = write_json_atomically
+else:
+    transaction._roll_forward = roll_forward
 
 if __name__ == "__main__":
     import importlib
@@ -214,19 +250,13 @@ if __name__ == "__main__":
 """
 
 
-def alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (FileNotFoundError, ProcessLookupError):
-        return False
-    return state != "Z"
-
-
 class PausedConversion:
-    """A converter's console entry point in a subprocess, waiting after its first written case file."""
+    """A converter's console entry point in a subprocess, waiting at ``pause_at`` (see ``PAUSING_DRIVER``); in a
+    process group of its own, so that a Ctrl-C can reach it and its workers together."""
 
     def __init__(
-        self, tmp_path: Path, dirs: NnunetDirs, source: Path, args: list[str], converter: str = "convert_synapse"
+        self, tmp_path: Path, dirs: NnunetDirs, source: Path, args: list[str], converter: str = "convert_synapse",
+        pause_at: str = "case",
     ):
         self.pause_dir = tmp_path / f"paused-{len(list(tmp_path.glob('paused-*')))}"
         self.pause_dir.mkdir()
@@ -234,10 +264,11 @@ class PausedConversion:
         driver.write_text(PAUSING_DRIVER)
         self.process = subprocess.Popen(
             [sys.executable, str(driver), "-i", str(source), *args],
-            env={**dirs.env(), "PAUSE_DIR": str(self.pause_dir), "CONVERTER": converter},
+            env={**dirs.env(), "PAUSE_DIR": str(self.pause_dir), "CONVERTER": converter, "PAUSE_AT": pause_at},
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
+            start_new_session=True,
         )
         deadline = time.monotonic() + 180
         while not any(self.pause_dir.iterdir()):
@@ -249,16 +280,30 @@ class PausedConversion:
 
     @property
     def writer_pids(self) -> list[int]:
-        return [int(p.name) for p in self.pause_dir.iterdir()]
+        return [int(p.name) for p in self.pause_dir.iterdir() if p.name.isdigit()]
 
     def stop(self, signum: int) -> tuple[int, str, str]:
         self.process.send_signal(signum)
         out, err = self.process.communicate(timeout=120)
         return self.process.returncode, out, err
 
+    def wait_for_writers(self, count: int, seconds: float = 180) -> list[int]:
+        """Wait until ``count`` processes have paused (both workers of -np 2, past their start-up); their pids."""
+        deadline = time.monotonic() + seconds
+        while len(self.writer_pids) < count:
+            assert self.process.poll() is None and time.monotonic() < deadline, f"{count} writers never paused"
+            time.sleep(0.05)
+        return self.writer_pids
+
+    def go_on(self) -> tuple[int, str, str]:
+        """Let the paused process continue; its exit code and output."""
+        (self.pause_dir / "go").write_text("")
+        out, err = self.process.communicate(timeout=120)
+        return self.process.returncode, out, err
+
     def kill_everything(self) -> None:
         for pid in [self.process.pid, *self.writer_pids]:
-            if alive(pid):
+            if process_alive(pid):
                 os.kill(pid, signal.SIGKILL)
         if self.process.poll() is None:
             self.process.communicate(timeout=30)
@@ -266,9 +311,9 @@ class PausedConversion:
 
 def wait_until_dead(pids: list[int], seconds: float = 20) -> None:
     deadline = time.monotonic() + seconds
-    while any(alive(p) for p in pids) and time.monotonic() < deadline:
+    while any(process_alive(p) for p in pids) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert not any(alive(p) for p in pids), f"still running: {[p for p in pids if alive(p)]}"
+    assert not any(process_alive(p) for p in pids), f"still running: {[p for p in pids if process_alive(p)]}"
 
 
 RELEASES = {
@@ -278,6 +323,7 @@ RELEASES = {
 }
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize(
     ("converter", "num_processes"),
     [("convert_synapse", 1), ("convert_synapse", 2), ("convert_acdc", 2), ("convert_avt", 2)],
@@ -299,6 +345,7 @@ def test_sigterm_mid_conversion_leaves_nothing(
         run.kill_everything()
 
 
+@pytest.mark.integration
 def test_sigkill_leftover_is_removed_by_the_next_run(
     tmp_path: Path, synapse_release: Path, dirs: NnunetDirs, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -317,6 +364,7 @@ def test_sigkill_leftover_is_removed_by_the_next_run(
         run.kill_everything()
 
 
+@pytest.mark.integration
 def test_a_conversion_still_running_is_left_alone(tmp_path: Path, synapse_release: Path, dirs: NnunetDirs) -> None:
     run = PausedConversion(tmp_path, dirs, synapse_release, ["-np", "1"])
     try:
@@ -331,6 +379,134 @@ def test_a_conversion_still_running_is_left_alone(tmp_path: Path, synapse_releas
         assert hidden_entries(dirs) == [] and not (dirs.raw / SYNAPSE).exists()
     finally:
         run.kill_everything()
+
+
+@pytest.mark.integration
+def test_ctrl_c_stops_the_converter_and_its_workers_with_exit_code_130(
+    tmp_path: Path, synapse_release: Path, dirs: NnunetDirs
+) -> None:
+    """Ctrl-C in a terminal sends SIGINT to the whole foreground process group: the converter and its workers."""
+    run = PausedConversion(tmp_path, dirs, synapse_release, ["-np", "2"])
+    try:
+        workers = run.wait_for_writers(2)
+        os.killpg(run.process.pid, signal.SIGINT)
+        _, err = run.process.communicate(timeout=120)
+        assert run.process.returncode == 130, err[-3000:]
+        assert "interrupted by SIGINT: nothing was changed" in err and "Traceback" not in err, err[-3000:]
+        wait_until_dead(workers)
+        assert list(dirs.raw.iterdir()) == [] and list(dirs.preprocessed.iterdir()) == []
+    finally:
+        run.kill_everything()
+
+
+def convert_old_synapse(release: Path, dirs: NnunetDirs) -> tuple[Path, dict]:
+    """A first conversion (1 x 1 x 1 mm) with a marker file, to be replaced by an --overwrite at 0.8 x 0.8 x 3 mm."""
+    old = convert_synapse(release, 801)
+    (old / "marker").write_text("the old dataset")
+    return old, load_json(dirs.preprocessed / SYNAPSE / "splits_final.json")
+
+
+OVERWRITE_ARGS = ["-np", "1", "--overwrite", "--spacing", "0.8", "0.8", "3"]
+
+
+def spacing_of(dataset: Path) -> tuple[float, ...]:
+    return sitk.ReadImage(str(dataset / "imagesTr" / f"{TRAIN_CASES[0]}_0000.nii.gz")).GetSpacing()
+
+
+@pytest.mark.integration
+def test_sigkill_after_the_commit_record_is_rolled_forward_by_the_next_run(
+    tmp_path: Path, synapse_release: Path, dirs: NnunetDirs, capsys: pytest.CaptureFixture[str]
+) -> None:
+    dataset, split = dirs.raw / SYNAPSE, dirs.preprocessed / SYNAPSE
+    convert_old_synapse(synapse_release, dirs)
+    run = PausedConversion(tmp_path, dirs, synapse_release, OVERWRITE_ARGS, pause_at="after_commit_record")
+    try:
+        (work,) = [p for p in dirs.raw.iterdir() if ".converting-" in p.name]
+        assert (work / "commit.json").is_file() and not dataset.exists() and not split.exists()  # mid-swap
+        run.stop(signal.SIGKILL)
+        capsys.readouterr()
+        with pytest.raises(ConversionError, match="already exists; pass --overwrite"):
+            convert_synapse(synapse_release, 801)  # the next run finishes the swap first: the new dataset is there
+        said = capsys.readouterr().out
+        assert f"{work}: an interrupted conversion" in said and "finished its last step" in said
+        assert not (dataset / "marker").exists() and spacing_of(dataset) == pytest.approx((0.8, 0.8, 3.0))
+        assert case_ids(dataset / "labelsTr") == TRAIN_CASES
+        assert load_json(split / "splits_final.json") == load_json(dataset / "splits_final.json")
+        assert sorted(p.name for p in split.iterdir()) == ["splits_final.json"]
+        assert hidden_entries(dirs) == []
+    finally:
+        run.kill_everything()
+
+
+@pytest.mark.integration
+def test_sigkill_in_an_overwrite_after_the_old_dataset_was_moved_aside_is_rolled_back(
+    tmp_path: Path, synapse_release: Path, dirs: NnunetDirs, capsys: pytest.CaptureFixture[str]
+) -> None:
+    dataset, split = dirs.raw / SYNAPSE, dirs.preprocessed / SYNAPSE
+    _, old_split = convert_old_synapse(synapse_release, dirs)
+    run = PausedConversion(tmp_path, dirs, synapse_release, OVERWRITE_ARGS, pause_at="before_commit_record")
+    try:
+        (work,) = [p for p in dirs.raw.iterdir() if ".converting-" in p.name]
+        assert (work / "old" / "marker").is_file() and not dataset.exists() and not split.exists()  # moved aside
+        assert not (work / "commit.json").exists()
+        run.stop(signal.SIGKILL)
+        capsys.readouterr()
+        convert_synapse(synapse_release, 805, "Other")  # any next run of a converter recovers the leftovers
+        said = capsys.readouterr().out
+        assert f"{work}: an interrupted conversion" in said and "was undone" in said
+        assert (dataset / "marker").read_text() == "the old dataset" and spacing_of(dataset) == (1.0, 1.0, 1.0)
+        assert load_json(split / "splits_final.json") == old_split == load_json(dataset / "splits_final.json")
+        assert hidden_entries(dirs) == []
+    finally:
+        run.kill_everything()
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=lambda s: signal.Signals(s).name)
+def test_a_signal_during_the_swap_waits_until_the_new_dataset_is_in_place(
+    tmp_path: Path, synapse_release: Path, dirs: NnunetDirs, signum: int
+) -> None:
+    dataset = dirs.raw / SYNAPSE
+    convert_old_synapse(synapse_release, dirs)
+    run = PausedConversion(tmp_path, dirs, synapse_release, OVERWRITE_ARGS, pause_at="after_commit_record")
+    try:
+        run.process.send_signal(signum)
+        time.sleep(1.0)
+        assert run.process.poll() is None, "the signal stopped the run in the middle of the swap"
+        code, _, err = run.go_on()
+        assert code == 128 + signum, err[-3000:]
+        assert f"interrupted by {signal.Signals(signum).name} after the dataset was put in place; it is complete" in err
+        assert not (dataset / "marker").exists() and spacing_of(dataset) == pytest.approx((0.8, 0.8, 3.0))
+        assert load_json(dirs.preprocessed / SYNAPSE / "splits_final.json") == load_json(dataset / "splits_final.json")
+        assert hidden_entries(dirs) == []
+    finally:
+        run.kill_everything()
+
+
+def test_folders_left_by_an_earlier_version_are_reported_and_left_alone(
+    synapse_release: Path, dirs: NnunetDirs, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Earlier versions built in ``.DatasetXXX_Name.converting-<8 hex>`` and moved the dataset they replaced to
+    ``.DatasetXXX_Name.replaced-<8 hex>``, without a lock: nothing tells whether one is still being written, so they
+    are named, never touched. A ``.replaced-`` folder may be the only copy of the previous dataset (a run killed
+    between its two renames): the warning says so and how to put it back, rather than only how to delete it."""
+    building = dirs.raw / f".{SYNAPSE}.converting-1a2b3c4d"
+    replaced = dirs.raw / f".{SYNAPSE}.replaced-5e6f7a8b"
+    for folder in (building / "imagesTr", replaced / "labelsTr"):
+        folder.mkdir(parents=True)
+        (folder / "case0005.nii.gz").write_bytes(b"written by an earlier version")
+    before = sorted(str(p) for p in dirs.raw.rglob("*"))
+    out = convert_synapse(synapse_release, 801)
+    err = capsys.readouterr().err
+    assert case_ids(out / "labelsTr") == TRAIN_CASES
+    assert sorted(str(p) for p in dirs.raw.rglob("*") if not p.is_relative_to(out)) == before  # untouched
+    warnings = [line for line in err.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 2, err
+    (about_building,) = [w for w in warnings if str(building) in w]
+    assert "earlier converter version" in about_building and f"rm -rf '{building}'" in about_building
+    (about_replaced,) = [w for w in warnings if str(replaced) in w]
+    assert "the dataset it was replacing" in about_replaced and f"mv '{replaced}' '{dirs.raw / SYNAPSE}'" in (
+        about_replaced)
 
 
 def run_parallel_map(items: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:

@@ -268,7 +268,7 @@ def test_console_command_on_fake_nnunet_results(tmp_path) -> None:
     out = tmp_path / "report"
     command = _command() + ["-d", "501", "-c", "2d", "-tr", "ResUnetTrainer", "nnUNetTrainer", "-f", "0", "1"]
     command += ["--test-pred", f"ResUnetTrainer={tmp_path / 'test_pred'}", "-np", "2", "-o", str(out)]
-    completed = subprocess.run(command, env=env, capture_output=True, text=True, cwd=tmp_path)
+    completed = subprocess.run(command, env=env, capture_output=True, text=True, cwd=tmp_path, timeout=300)
     assert completed.returncode == 0, completed.stderr
 
     rows = _read_csv(out / "per_case.csv")
@@ -315,13 +315,13 @@ def test_identifiers_name_one_model_each(tmp_path) -> None:
     out = tmp_path / "report"
     command = _command() + ["-d", DATASET, "-tr", "ResUnetTrainer__nnUNetPlans__2d",
                             "nnUNetTrainer__nnUNetPlans__3d_fullres", "-f", "0", "1", "-o", str(out), "--no-plots"]
-    completed = subprocess.run(command, env=env, capture_output=True, text=True, cwd=tmp_path)
+    completed = subprocess.run(command, env=env, capture_output=True, text=True, cwd=tmp_path, timeout=300)
     assert completed.returncode == 0, completed.stderr
     summary = json.loads((out / "summary.json").read_text())
     assert {r["label"] for r in summary["runs"]} == {"ResUnetTrainer nnUNetPlans 2d (cv)",
                                                      "nnUNetTrainer nnUNetPlans 3d_fullres (cv)"}
     product = _command() + ["-d", DATASET, "-tr", "ResUnetTrainer", "-c", "2d", "3d_fullres", "-o", str(out)]
-    completed = subprocess.run(product, env=env, capture_output=True, text=True, cwd=tmp_path)
+    completed = subprocess.run(product, env=env, capture_output=True, text=True, cwd=tmp_path, timeout=300)
     assert completed.returncode == 1
     assert "no results folder for ResUnetTrainer nnUNetPlans 3d_fullres" in completed.stderr
 
@@ -330,7 +330,7 @@ def test_console_command_missing_validation_case_names_it(tmp_path) -> None:
     env = _fake_tree(tmp_path)
     os.remove(tmp_path / "results" / DATASET / "nnUNetTrainer__nnUNetPlans__2d" / "fold_1" / "validation" / "c3.nii.gz")
     command = _command() + ["-d", DATASET, "-c", "2d", "-tr", "nnUNetTrainer", "-f", "0", "1", "-o", str(tmp_path)]
-    completed = subprocess.run(command, env=env, capture_output=True, text=True, cwd=tmp_path)
+    completed = subprocess.run(command, env=env, capture_output=True, text=True, cwd=tmp_path, timeout=300)
     assert completed.returncode == 1
     assert "nnUNetTrainer nnUNetPlans 2d (cv) fold 1 case c3: no prediction c3.nii.gz" in completed.stderr
 

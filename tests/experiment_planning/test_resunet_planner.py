@@ -3,6 +3,7 @@
 import json
 import os
 import subprocess
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -77,6 +78,7 @@ def load_2d(folder, plans_identifier: str):
     return PlansManager(str(folder / f"{plans_identifier}.json")).get_configuration("2d")
 
 
+@pytest.mark.integration
 def test_plans_file_is_valid_and_follows_nnunet_rules(planned):
     config = load_2d(planned["folder"], PLANS_IDENTIFIER)
     assert config.batch_size >= 2
@@ -91,11 +93,13 @@ def test_plans_file_is_valid_and_follows_nnunet_rules(planned):
     assert "Train with: nnUNetv2_train 951 2d FOLD -p nnUNetResUnetPlans -tr ResUnetTrainer" in planned["out_default"]
 
 
+@pytest.mark.integration
 def test_2d_data_is_preprocessed(planned):
     data_folder = planned["folder"] / "nnUNetPlans_2d"
     assert data_folder.is_dir() and len(list(data_folder.iterdir())) >= N_CASES
 
 
+@pytest.mark.integration
 def test_small_target_plans_less_than_nnunet_default(planned):
     ours = load_2d(planned["folder"], "nnUNetResUnetPlans_small")
     default = load_2d(planned["folder"], "nnUNetPlans")
@@ -106,6 +110,7 @@ def test_small_target_plans_less_than_nnunet_default(planned):
     assert "nnUNetv2_preprocess -d 951 -plans_name nnUNetResUnetPlans_small -c 2d" in planned["out_small"]
 
 
+@pytest.mark.integration
 def test_resunet_trainer_builds_from_the_plans(planned, monkeypatch):
     """The planned patch goes through the network nnU-Net's trainer builds (via the benchmark's trainer setup)."""
     import torch
@@ -118,6 +123,58 @@ def test_resunet_trainer_builds_from_the_plans(planned, monkeypatch):
     trainer = build_trainer("ResUnetTrainer", plans, dataset_json, "2d", torch.device("cpu"))
     outputs = trainer.network(torch.zeros((1, 1, *trainer.configuration_manager.patch_size)))
     assert len(outputs) == len(trainer._get_deep_supervision_scales())
+
+
+SYNAPSE_LIKE = "Dataset991_SynapseLike"
+
+
+@pytest.fixture
+def synapse_like(tmp_path, monkeypatch):
+    """A Synapse-like CT dataset as nnU-Net's planner sees it: its dataset.json and fingerprint only (30 volumes of
+    148 x 512 x 512 at 3 x 0.76 x 0.76 mm, 13 organs)."""
+    for variable in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
+        (tmp_path / variable / SYNAPSE_LIKE).mkdir(parents=True)
+        monkeypatch.setenv(variable, str(tmp_path / variable))
+    labels = {"background": 0, **{f"organ_{i}": i for i in range(1, 14)}}
+    (tmp_path / "nnUNet_raw" / SYNAPSE_LIKE / "dataset.json").write_text(json.dumps(
+        {"channel_names": {"0": "CT"}, "labels": labels, "numTraining": 30, "file_ending": ".nii.gz", "dataset": {}}))
+    (tmp_path / "nnUNet_preprocessed" / SYNAPSE_LIKE / "dataset_fingerprint.json").write_text(json.dumps(
+        {"spacings": [[3.0, 0.76, 0.76]] * 30, "shapes_after_crop": [[148, 512, 512]] * 30,
+         "median_relative_size_after_cropping": 1.0}))
+
+
+def plan_2d(planner_class, gpu_memory_gb: float) -> tuple[list[int], int]:
+    """The 2d patch and batch size a planner plans for the Synapse-like dataset, as plan_experiment asks for them."""
+    planner = planner_class(SYNAPSE_LIKE, gpu_memory_gb)
+    plan = planner.get_plans_for_configuration([0.76, 0.76], [512, 512], "nnUNetPlans_2d", 148 * 512 * 512 * 30, {})
+    return [int(edge) for edge in plan["patch_size"]], int(plan["batch_size"])
+
+
+@pytest.mark.parametrize("gpu_memory_gb, nnunet, resunet", [(8, 12, 7), (24, 36, 21)])
+def test_same_target_gives_resunet_a_smaller_batch_than_nnunets_planner(synapse_like, gpu_memory_gb, nnunet,
+                                                                       resunet):
+    """At the same GPU memory target, nnU-Net's planner (sized for PlainConvUNet) and ours differ on a 512 x 512 CT
+    plan: ResUnet's larger feature maps get the smaller batch. The figures are the ones docs/benchmark.md states."""
+    from nnunetv2.experiment_planning.experiment_planners.default_experiment_planner import ExperimentPlanner
+
+    from nnunetv2_resunet.experiment_planning.resunet_planner import nnUNetResUnetPlanner
+
+    assert plan_2d(ExperimentPlanner, gpu_memory_gb) == ([512, 512], nnunet)
+    assert plan_2d(nnUNetResUnetPlanner, gpu_memory_gb) == ([512, 512], resunet)
+    documented = " ".join((Path(__file__).parents[2] / "docs" / "benchmark.md").read_text().split())
+    assert "nnU-Net plans batch 12 for 8 GB; ResUnet v1.0 gets batch 7 for 8 GB and 21 for 24 GB" in documented
+
+
+def test_a_target_too_small_for_the_full_patch_shrinks_resunets_patch_only(synapse_like):
+    """nnU-Net keeps batch 2 as its floor; where ResUnet's 512 x 512 patch does not fit twice, its patch shrinks while
+    nnU-Net's planner still plans the whole slice."""
+    from nnunetv2.experiment_planning.experiment_planners.default_experiment_planner import ExperimentPlanner
+
+    from nnunetv2_resunet.experiment_planning.resunet_planner import nnUNetResUnetPlanner
+
+    assert plan_2d(ExperimentPlanner, 2) == ([512, 512], 3)
+    patch, batch = plan_2d(nnUNetResUnetPlanner, 2)
+    assert batch == 2 and patch[0] <= 512 and patch[1] < 512, patch
 
 
 def test_estimate_is_the_network_feature_map_size():

@@ -68,7 +68,8 @@ class StudyWorkspace:
 
         extra = ("-device", "cpu", "-np", "1") if command in ("run", "plan", "submit") else ()
         result = subprocess.run([*console_script("nnUNetv2_resunet_study"), command, str(study), *extra, *args],
-                                env=env or self.env, cwd=self.studies, capture_output=True, text=True)
+                                env=env or self.env, cwd=self.studies, capture_output=True, text=True,
+                                timeout=900)  # a whole tiny study: preprocess, train, predict, report
         if check and result.returncode != 0:
             raise AssertionError(f"study {command} exited {result.returncode}\n--- stdout ---\n{result.stdout[-6000:]}"
                                  f"\n--- stderr ---\n{result.stderr[-6000:]}")

@@ -7,11 +7,13 @@ import socket
 import subprocess
 import sys
 import time
+import zipfile
 from pathlib import Path
 
 import pytest
 import torch
 
+from nnunetv2_resunet.studies import locks
 from nnunetv2_resunet.studies.locks import STALE_AFTER_S, RunLock, read_lock
 from nnunetv2_resunet.studies.runs import Run
 from nnunetv2_resunet.studies.slurm import executor_parameters, minutes, stage_settings
@@ -40,9 +42,23 @@ def test_complete_and_cut_short_checkpoints(tmp_path):
     assert checkpoint_problem(path) is None and checkpoint_problem(path, full=True) is None
     whole = path.read_bytes()
     path.write_bytes(whole[: len(whole) // 2])  # what a kill during torch.save leaves
-    assert "not a complete checkpoint" in checkpoint_problem(path)
+    assert checkpoint_problem(path) == (
+        f"{path} is not a complete checkpoint (a torch checkpoint is a zip file; this one is cut short or damaged: "
+        "File is not a zip file)")
     path.write_bytes(whole[:-300] + bytes(300))  # the zip's directory damaged
-    assert checkpoint_problem(path) is not None
+    assert checkpoint_problem(path).startswith(f"{path} is not a complete checkpoint (a torch checkpoint is a zip "
+                                               "file; this one is cut short or damaged: ")
+    # A bit flipped inside a stored tensor: the zip's directory is intact, only the CRC check (before resuming) sees it.
+    damaged = bytearray(whole)
+    offset = whole.index(bytes(64 * 64 * 4)[:256]) + 100  # inside the zeros of the 64 x 64 tensor
+    damaged[offset] ^= 0xFF
+    path.write_bytes(bytes(damaged))
+    assert checkpoint_problem(path) is None  # a status does not read every byte
+    member = next(n for n in zipfile.ZipFile(path).namelist() if "/data/" in n)
+    assert checkpoint_problem(path, full=True) == f"{path} is damaged: member {member} fails its CRC check"
+    torch.save({"not": "a checkpoint"}, path)
+    path.write_bytes(path.read_bytes().replace(b"data.pkl", b"data.xyz"))  # a zip, but not torch's layout
+    assert checkpoint_problem(path) == f"{path} is a zip file but not a torch checkpoint (no data.pkl)"
 
 
 def test_log_tells_how_the_last_attempt_ended(tmp_path):
@@ -89,9 +105,34 @@ def test_lock_is_exclusive_and_released(tmp_path):
     second.release()
 
 
+def test_the_heartbeat_keeps_a_held_lock_fresh_and_stops_at_release(tmp_path, monkeypatch):
+    """The heartbeat thread itself: while a run holds its lock, the lock's mtime is refreshed, so another host keeps
+    trusting it even after STALE_AFTER_S; release stops the thread."""
+    monkeypatch.setattr(locks, "HEARTBEAT_S", 0.05)
+    path = tmp_path / "study_train.lock"
+    lock = RunLock(path, "a")
+    assert lock.acquire()
+    try:
+        old = time.time() - STALE_AFTER_S - 60
+        os.utime(path, (old, old))  # as if the heartbeat had stopped long ago
+        deadline = time.monotonic() + 10
+        while read_lock(path).age_s > 5:
+            assert time.monotonic() < deadline, "the heartbeat did not refresh the lock"
+            time.sleep(0.02)
+        # Seen from another node (its pids cannot be checked there): fresh, so held.
+        with monkeypatch.context() as elsewhere:
+            elsewhere.setattr(locks.socket, "gethostname", lambda: "node-17")
+            assert read_lock(path).alive() and not RunLock(path, "a").acquire()
+    finally:
+        lock.release()
+    lock._thread.join(timeout=5)
+    assert not lock._thread.is_alive() and not path.exists()
+
+
 def test_lock_of_a_dead_process_is_taken_over(tmp_path):
     path = tmp_path / "study_train.lock"
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True,
+                          timeout=60)
     path.write_text(json.dumps({"host": socket.gethostname(), "pids": [int(dead.stdout)], "started": "then"}))
     assert not read_lock(path).alive()
     lock = RunLock(path, "a")

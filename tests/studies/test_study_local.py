@@ -10,11 +10,12 @@ import signal
 import subprocess
 import time
 
+import pytest
 import torch
 from conftest import ABLATION_SHORT, DEFAULT_SHORT, RESUMABLE, RESUNET_SHORT, V1_SHORT, write_study
-from nnunet_workspace import SYNTHETIC_NAME, console_script
+from nnunet_workspace import SYNTHETIC_NAME, console_script, process_alive
 
-from nnunetv2_resunet.studies.locks import RunLock
+from nnunetv2_resunet.studies.locks import RunLock, read_lock
 from nnunetv2_resunet.studies.state import checkpoint_problem
 
 
@@ -128,7 +129,7 @@ def test_a_killed_training_resumes_and_a_cut_short_checkpoint_is_reported(study_
         assert time.monotonic() < deadline, "no checkpoint within 10 minutes"
         time.sleep(0.2)
     os.killpg(process.pid, signal.SIGKILL)
-    process.wait()
+    process.wait(timeout=60)
     assert not (fold0 / "checkpoint_final.pth").is_file()
 
     status = study_workspace.study("status", study).stdout
@@ -174,6 +175,52 @@ def test_a_killed_training_resumes_and_a_cut_short_checkpoint_is_reported(study_
     assert re.search(r"fold_0\s+mismatch\s+started from -pretrained_weights", status)
 
 
+@pytest.mark.parametrize("how", ["SIGTERM", "Ctrl-C"])
+def test_sigterm_or_ctrl_c_stops_the_study_and_its_nnunet_process(study_workspace, local_study, how):
+    """``kill`` (SIGTERM, to our process only) or Ctrl-C (SIGINT, to the terminal's whole process group): the study
+    stops the nnU-Net training it started, writes its exit to the run's log, releases the run's lock and exits with
+    128 + the signal, saying so in one line."""
+    fold = {"SIGTERM": 2, "Ctrl-C": 3}[how]  # folds of their own: the killed-training test uses 0 and 1
+    study = write_study(study_workspace.studies, f"stopped_{fold}", [RESUMABLE], folds=[fold],
+                        dataset_lines='test_images = ""')
+    run_folder = study_workspace.model_dir(RESUMABLE) / f"fold_{fold}"
+    lock_file, log_file = run_folder / "study_train.lock", run_folder / "study_train.log"
+    command = [*console_script("nnUNetv2_resunet_study"), "run", str(study), "-device", "cpu", "-np", "1"]
+    process = subprocess.Popen(command, env=study_workspace.env, cwd=study_workspace.studies, start_new_session=True,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 300
+        while (holder := read_lock(lock_file)) is None or len(holder.pids) < 2:  # our pid and nnU-Net's
+            assert process.poll() is None, process.communicate(timeout=30)
+            assert time.monotonic() < deadline, "nnU-Net's training never started"
+            time.sleep(0.1)
+        nnunet_pid = holder.pids[1]
+        time.sleep(0.5)  # into nnU-Net's start-up
+        if how == "SIGTERM":
+            process.send_signal(signal.SIGTERM)
+        else:
+            os.killpg(process.pid, signal.SIGINT)
+        _, err = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.communicate(timeout=30)
+    signum = signal.SIGTERM if how == "SIGTERM" else signal.SIGINT
+    assert process.returncode == 128 + signum, err[-3000:]
+    assert "Traceback" not in err, err[-3000:]
+    if how == "Ctrl-C":
+        assert "nnUNetv2_resunet_study: interrupted (Ctrl-C)" in err
+    for _ in range(100):  # the study waited for it, but a zombie may take a moment to be reaped by init
+        if not process_alive(nnunet_pid):
+            break
+        time.sleep(0.1)
+    assert not process_alive(nnunet_pid), "the nnU-Net process outlived the study"
+    assert re.search(r"=== exit code -?\d+ after [\d.]+ s \(finished", log_file.read_text().splitlines()[-1])
+    assert not lock_file.exists()
+    status = study_workspace.study("status", study).stdout
+    assert re.search(rf"fold_{fold}\s+failed\s+", status), status
+
+
 def test_a_run_held_by_another_invocation_is_left_alone(study_workspace):
     """Another process (here: this test) holds the lock of a study's preprocessing: `run` neither starts it nor
     what depends on it, and says who holds it."""
@@ -204,3 +251,22 @@ def test_status_names_what_is_missing_before_anything_runs(study_workspace, tmp_
     result = study_workspace.study("status", study, check=False, env=no_env)
     assert result.returncode == 2
     assert "set nnU-Net's environment variables first: nnUNet_raw, nnUNet_preprocessed, nnUNet_results" in result.stderr
+
+
+def test_runs_on_several_gpus_share_the_cpus_for_augmentation(monkeypatch):
+    """nnU-Net sizes each training's augmentation workers as if it had the node alone (12 + 6 on an unknown host):
+    four runs at once on a 32-core node get 5 + 2 each (plus their main process: 8 per run)."""
+    from nnunetv2.utilities import default_n_proc_DA
+
+    from nnunetv2_resunet.studies.local import augmentation_workers, slot_environments
+
+    monkeypatch.delenv("nnUNet_n_proc_DA", raising=False)
+    monkeypatch.setattr(default_n_proc_DA, "get_allowed_n_proc_DA", lambda: 12)  # nnU-Net's default host
+    slots = slot_environments(["0", "1", "2", "3"], 1, cpus=32)
+    assert slots == [{"CUDA_VISIBLE_DEVICES": g, "nnUNet_n_proc_DA": "5"} for g in "0123"]
+    assert slot_environments(["0"], 1, cpus=32) == [{"CUDA_VISIBLE_DEVICES": "0"}]  # one run: nnU-Net's own choice
+    assert augmentation_workers(2, 64) == 12  # never more than nnU-Net would take
+    assert augmentation_workers(8, 8) == 1  # never none (0 would augment in the training process)
+    assert slot_environments(None, 2, cpus=12) == [{"nnUNet_n_proc_DA": "3"}] * 2  # -j 2 on CPU as well: 3 + 1 + 1
+    monkeypatch.setenv("nnUNet_n_proc_DA", "3")  # the user's choice holds for every run
+    assert slot_environments(["0", "1"], 1, cpus=32) == [{"CUDA_VISIBLE_DEVICES": "0"}, {"CUDA_VISIBLE_DEVICES": "1"}]

@@ -1,22 +1,24 @@
 """``nnUNetv2_resunet_study submit`` through submitit, against stand-ins for SLURM's commands that this test writes
 onto PATH: ``sbatch`` records each submission (its #SBATCH flags: array, dependency, resources) and queues it;
 ``fake_slurm.py run`` then executes the queue like a scheduler would (a job starts when its dependency is met, each
-array task with the SLURM variables submitit reads, through ``srun``); ``sacct``/``squeue``/``scancel`` answer
-from the same records."""
+array task with the SLURM variables submitit reads, through ``srun``; at a time limit the job's ``--signal``, and
+``scontrol requeue`` puts a job back into the queue); ``sacct``/``squeue``/``scancel`` answer from the same
+records."""
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import submitit
-from conftest import DEFAULT_SHORT, RESUNET_SHORT, write_study
+from conftest import DEFAULT_SHORT, RESUMABLE, RESUNET_SHORT, write_study
 from nnunet_workspace import SYNTHETIC_NAME
 
 FAKE_SLURM = r'''
-import json, os, re, shlex, subprocess, sys
+import json, os, re, shlex, signal, subprocess, sys, time, zipfile
 from pathlib import Path
 
 HERE = Path(__file__).parent
@@ -86,11 +88,44 @@ def run_queue():
                        "SLURM_JOB_NUM_NODES": "1", "SLURM_JOB_NODELIST": "localhost"}
                 if task is not None:
                     env.update(SLURM_ARRAY_JOB_ID=job["id"], SLURM_ARRAY_TASK_ID=str(task))
-                codes[str(task)] = subprocess.call(["bash", job["script"]], env=env)
+                codes[str(task)] = run_task(job, env)
+            requeue = HERE / f"requeue_{job['id']}"
+            if requeue.exists():  # scontrol requeue: the job goes back into the queue and runs again, same id
+                requeue.unlink()
+                job["requeues"] = job.get("requeues", 0) + 1
+                save(jobs)
+                continue
             job["tasks"] = {t: "COMPLETED" if c == 0 else "FAILED" for t, c in codes.items()}
             job["state"] = "COMPLETED" if not any(codes.values()) else "FAILED"
             save(jobs)
     save(jobs)
+
+
+def complete_checkpoint(path):
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return any(name.endswith("/data.pkl") for name in archive.namelist())
+    except (OSError, zipfile.BadZipFile):
+        return False
+
+
+def run_task(job, env):
+    """Run one task. With FAKE_SLURM_TIME_LIMIT="<job name>=<checkpoint file>" in the job's environment, that job
+    reaches its time limit once the file is a complete checkpoint: SLURM then sends the --signal the job asked for
+    (submitit's USR2) to the task's processes, here to the srun'd one."""
+    process = subprocess.Popen(["bash", job["script"]], env=env)
+    name, _, limit = job["env"].get("FAKE_SLURM_TIME_LIMIT", "=").partition("=")
+    pid_file, deadline = HERE / f"srun_{env['SLURM_JOB_ID']}.pid", time.monotonic() + 900
+    while process.poll() is None:
+        if time.monotonic() > deadline:
+            process.kill()
+        if (name == job["flags"]["job-name"] and not job.get("time_limit_reached") and pid_file.exists()
+                and complete_checkpoint(limit)):
+            job["time_limit_reached"] = True
+            assert job["flags"]["signal"] == "USR2@90", job["flags"]  # what submitit asks SLURM for
+            os.kill(int(pid_file.read_text()), signal.SIGUSR2)
+        time.sleep(0.1)
+    return process.wait(timeout=60)
 
 
 def srun(args):
@@ -106,8 +141,16 @@ def srun(args):
                 out = path
             else:
                 err = path
+    (HERE / f"srun_{os.environ['SLURM_JOB_ID']}.pid").write_text(str(os.getpid()))
     with open(out, "a") as stdout, open(err or out, "a") as stderr:
-        sys.exit(subprocess.call(args, stdout=stdout, stderr=stderr))
+        os.dup2(stdout.fileno(), 1)
+        os.dup2(stderr.fileno(), 2)
+    os.execvp(args[0], args)  # the task's process is the command itself, as under SLURM
+
+
+def scontrol(args):
+    if args[0] == "requeue":
+        (HERE / f"requeue_{args[1]}").write_text("")
 
 
 def sacct(args):
@@ -136,7 +179,7 @@ def scancel(args):
 
 if __name__ == "__main__":
     {"sbatch": sbatch, "run": lambda a: run_queue(), "srun": srun, "sacct": sacct, "squeue": squeue,
-     "scancel": scancel}[sys.argv[1]](sys.argv[2:])
+     "scancel": scancel, "scontrol": scontrol}[sys.argv[1]](sys.argv[2:])
 '''
 
 
@@ -147,7 +190,7 @@ class FakeSlurm:
         self.folder = folder
         folder.mkdir()
         (folder / "fake_slurm.py").write_text(FAKE_SLURM)
-        for command in ("sbatch", "srun", "sacct", "squeue", "scancel"):
+        for command in ("sbatch", "srun", "sacct", "squeue", "scancel", "scontrol"):
             script = folder / command
             script.write_text(f'#!/bin/sh\nexec "{sys.executable}" "{folder / "fake_slurm.py"}" {command} "$@"\n')
             script.chmod(0o755)
@@ -161,7 +204,7 @@ class FakeSlurm:
         return json.loads(path.read_text()) if path.exists() else []
 
     def run_queue(self) -> None:
-        subprocess.run([sys.executable, str(self.folder / "fake_slurm.py"), "run"], check=True)
+        subprocess.run([sys.executable, str(self.folder / "fake_slurm.py"), "run"], check=True, timeout=900)
 
 
 def submitted_keys(slurm_folder: Path, job: dict) -> list[str]:
@@ -244,3 +287,34 @@ def test_submit_without_slurm_says_so(study_workspace, local_study, tmp_path):
     result = study_workspace.study("submit", local_study, env=env, check=False)
     assert result.returncode == 2
     assert "submit needs SLURM's sbatch and srun on PATH (missing: sbatch, srun)" in result.stderr
+
+
+def test_a_job_at_its_time_limit_is_requeued_and_resumes_with_c(study_workspace, local_study, tmp_path):
+    """The training job reaches its time limit after its first checkpoint: SLURM signals it (USR2, as submitit asks),
+    submitit checkpoints the StudyJob (it is Checkpointable) and requeues it with scontrol; the job runs again and
+    the study resumes the fold with --c from that checkpoint instead of starting over."""
+    slurm = FakeSlurm(tmp_path / "bin")
+    fold = 4  # of its own: the local tests use folds 0-3 of this trainer
+    study = write_study(study_workspace.studies, "requeued", [RESUMABLE], folds=[fold],
+                        dataset_lines='test_images = ""')
+    run_folder = study_workspace.model_dir(RESUMABLE) / f"fold_{fold}"
+    env = {**slurm.env(study_workspace.env),
+           "FAKE_SLURM_TIME_LIMIT": f"requeued:train={run_folder / 'checkpoint_latest.pth'}"}
+    folder = tmp_path / "submitit"
+    # One minute: submitit then counts any signal as the time limit (not a preemption) when it arrives.
+    study_workspace.study("submit", study, "-time", "1", "--slurm_folder", str(folder), env=env)
+    slurm.run_queue()
+    train, report = slurm.jobs
+    assert train["flags"]["job-name"] == "requeued:train" and train["time_limit_reached"]
+    assert train.get("requeues") == 1 and train["state"] == "COMPLETED" and report["state"] == "COMPLETED"
+    assert submitit.SlurmJob(folder / "%j", train["id"]).result() == "done"
+    attempts = (run_folder / "study_train.log").read_text().split("=== nnUNetv2_resunet_study")[1:]
+    commands = [a.splitlines()[1] for a in attempts]
+    assert len(commands) == 2 and "--c" not in commands[0] and commands[1].endswith("-device cpu --c"), commands
+    assert re.search(r"=== exit code -?\d+ after", attempts[0])  # the first attempt's nnU-Net was stopped, logged
+    assert (run_folder / "checkpoint_final.pth").is_file() and (run_folder / "validation" / "summary.json").is_file()
+    newest = max(run_folder.glob("training_log_*.txt"), key=lambda p: p.stat().st_mtime)
+    epochs = [int(e) for e in re.findall(r": Epoch (\d+)\s*$", newest.read_text(), flags=re.MULTILINE)]
+    assert epochs and epochs[0] >= 1  # resumed after the checkpointed epoch, not from epoch 0
+    stderr = "".join(p.read_text() for p in folder.rglob("*_log.err"))
+    assert "Caught signal SIGUSR2" in stderr and "this job is timed-out" in stderr

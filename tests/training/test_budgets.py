@@ -8,7 +8,7 @@ import shutil
 
 import pytest
 import torch
-from nnunet_workspace import SYNTHETIC_ID, SYNTHETIC_NAME
+from nnunet_workspace import SYNTHETIC_ID, SYNTHETIC_NAME, result_of
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunetv2.training.nnUNetTrainer.variants.training_length import nnUNetTrainer_Xepochs
 
@@ -60,16 +60,16 @@ def test_budget_sets_epochs_before_the_schedule_and_keeps_the_rest(name, tmp_pat
                       "num_val_iterations_per_epoch", "enable_deep_supervision", "save_every"):
         assert getattr(trainer, attribute) == getattr(base, attribute), attribute
     trainer.network = torch.nn.Conv2d(1, 3, 1)
-    _, scheduler = trainer.configure_optimizers()
+    _, scheduler = trainer.build_optimizer()
     assert scheduler.max_steps == variant.budget_epochs  # PolyLR decays over the budget, not over 1000 epochs
 
 
-def test_nnunet_predict_resolves_a_budget_variant_from_its_checkpoint(nnunet_workspace, tmp_path):
+def test_nnunet_predict_resolves_a_budget_variant_from_its_checkpoint(nnunet_workspace, trained_models, tmp_path):
     """A fold whose checkpoint names ``ResUnetTrainer_5epochs``: nnUNetv2_predict must find that class by the name
-    stored in the checkpoint and build its network. The weights come from a short run of ResUnet v1.0 (the user-flow
-    tests' when the suite runs whole; training 5 real epochs of 250 iterations is too long for a test); only the
-    stored trainer name and folder are changed."""
-    trained = nnunet_workspace.trained("ResUnetTrainer")
+    stored in the checkpoint and build its network. The weights come from the session's short run of ResUnet v1.0
+    (``trained_models``; training 5 real epochs of 250 iterations is too long for a test); only the stored trainer
+    name and folder are changed."""
+    trained = result_of(trained_models, "ResUnetTrainer")
     plans = "nnUNetPlans"
     variant_dir = nnunet_workspace.output_folder("ResUnetTrainer_5epochs", 0, plans)
     shutil.copytree(trained.parent, variant_dir.parent)

@@ -12,7 +12,8 @@ from nnunetv2_resunet.training import ALL_TRAINERS, LADDER_TRAINERS, ResUnetTrai
 def python_in_fresh_interpreter(code: str, **env_changes: str | None) -> str:
     env = {k: v for k, v in os.environ.items() if k != "nnUNet_extTrainer"}
     env.update({k: v for k, v in env_changes.items() if v is not None})
-    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True,
+                          timeout=300).stdout
 
 
 def test_interpreter_start_registers_our_folder():

@@ -1,15 +1,10 @@
 """The comparison trainers: exact names, nnU-Net finds each, each names its config, and the thesis recipe
-changes the loss, optimiser and deep supervision only."""
+changes the loss, optimiser and deep supervision only (their values through the real ``__init__`` and
+``initialize()``: test_ddp.py and test_trainer_initialize.py)."""
 
 import numpy as np
 import pytest
 import torch
-from nnunetv2.training.loss.compound_losses import DC_and_CE_loss
-from nnunetv2.training.loss.dice import MemoryEfficientSoftDiceLoss
-from nnunetv2.training.lr_scheduler.polylr import PolyLRScheduler
-from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
-from nnunetv2.utilities.helpers import softmax_helper_dim1
-from torch import nn
 
 from nnunetv2_resunet.architectures.configs.comparisons import COMPARISONS, PLAIN_UNETS
 from nnunetv2_resunet.architectures.configs.ladder import LADDER
@@ -44,51 +39,10 @@ def test_every_comparison_config_has_its_trainer():
         assert trainer.resunet_config.name == config
 
 
-class _FakeLabels:
-    has_regions = False
-    ignore_label = None
-
-
-class _FakeConfiguration:
-    batch_dice = True
-
-
-def _bare_trainer(trainer_class: type[nnUNetTrainer], monkeypatch) -> nnUNetTrainer:
-    """A trainer object with just what _build_loss and configure_optimizers read (no plans, no dataset)."""
-    monkeypatch.setenv("nnUNet_compile", "f")
-    trainer = object.__new__(trainer_class)
-    trainer.label_manager, trainer.configuration_manager = _FakeLabels(), _FakeConfiguration()
-    trainer.is_ddp, trainer.device, trainer.local_rank = False, torch.device("cpu"), 0
-    trainer.initial_lr, trainer.num_epochs, trainer.weight_decay = 1e-2, 10, 1e-4
-    trainer.enable_deep_supervision = False
-    trainer.network = nn.Conv2d(1, 3, 1)
-    return trainer
-
-
-def test_thesis_recipe_loss_is_04_ce_plus_06_dice(monkeypatch):
-    trainer = _bare_trainer(ResUnetTrainer_ThesisRecipe, monkeypatch)
-    loss = trainer._build_loss()
-    assert isinstance(loss, DC_and_CE_loss)  # not wrapped for deep supervision
-    torch.manual_seed(0)
-    logits, target = torch.randn(2, 3, 16, 16), torch.randint(0, 3, (2, 1, 16, 16)).float()
-    ce = nn.CrossEntropyLoss()(logits, target[:, 0].long())
-    dice = MemoryEfficientSoftDiceLoss(apply_nonlin=softmax_helper_dim1, batch_dice=True, do_bg=False,
-                                       smooth=1e-5, ddp=False)(logits, target)
-    torch.testing.assert_close(loss(logits, target), 0.4 * ce + 0.6 * dice)
-
-
-def test_thesis_recipe_optimiser_is_sgd_09_with_weight_decay_1e4_and_polylr(monkeypatch):
-    trainer = _bare_trainer(ResUnetTrainer_ThesisRecipe, monkeypatch)
-    optimizer, scheduler = trainer.configure_optimizers()
-    group = optimizer.param_groups[0]
-    assert isinstance(optimizer, torch.optim.SGD) and isinstance(scheduler, PolyLRScheduler)
-    assert (group["lr"], group["momentum"], group["weight_decay"], group["nesterov"]) == (1e-2, 0.9, 1e-4, False)
-
-
 def test_thesis_recipe_keeps_the_network_of_resunet_trainer():
     assert ResUnetTrainer_ThesisRecipe.resunet_config is ResUnetTrainer.resunet_config is LADDER["v1_0"]
     overridden = {k for k in vars(ResUnetTrainer_ThesisRecipe) if not k.startswith("__")}
-    assert overridden == {"recipe", "ce_weight", "dice_weight", "momentum", "_build_loss", "configure_optimizers"}
+    assert overridden == {"recipe", "ce_weight", "dice_weight", "momentum", "_build_loss", "build_optimizer"}
 
 
 @pytest.mark.parametrize("name", [n for n in FAMILY_TRAINER_CONFIGS if n != "ResUnetTrainer_ThesisRecipe"])
@@ -120,3 +74,17 @@ def test_deep_supervision_scales_before_initialize(trainer_class, tmp_path, monk
     scales = trainer._get_deep_supervision_scales()
     network = trainer.build_network_architecture(trainer.plans_manager, trainer.configuration_manager, 1, 3, True)
     assert scales == [[1 / s, 1 / s] for s in network.output_strides]
+
+
+def test_channels_last_on_cuda_also_under_ddp(monkeypatch, tmp_path):
+    """nnU-Net calls configure_optimizers before wrapping the network in DDP: the layout is set there, so DDP's
+    gradient buckets are made for NHWC weights (skipping DDP, as before, left multi-GPU runs in NCHW)."""
+    from nnunetv2_resunet.benchmarking.trainer_steps import build_trainer, is_channels_last
+
+    plans, dataset_json = synthetic_plans((32, 32), 2, num_classes=3)
+    trainer = build_trainer("ResUnetTrainer_v0_1", plans, dataset_json, "2d", torch.device("cpu"))
+    assert not is_channels_last(trainer.network)  # not on CPU, where nnU-Net does not train
+    monkeypatch.setattr(trainer, "device", torch.device("cuda"))
+    monkeypatch.setattr(trainer, "is_ddp", True)
+    trainer.configure_optimizers()
+    assert is_channels_last(trainer.network)

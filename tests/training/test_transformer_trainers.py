@@ -83,3 +83,11 @@ def test_imagenet_variant_refuses_scratch_naming_the_command(monkeypatch):
     trainer._weights_loaded_by = "pretrained_weights"
     trainer._report_starting_weights()
     assert "-pretrained_weights" in logged[-1]
+
+
+def test_adamw_is_fused_on_cuda(emcad_trainer, monkeypatch):
+    """One kernel for all parameters on CUDA (nnU-Net builds the optimizer per device in initialize())."""
+    assert not emcad_trainer.optimizer.defaults["fused"]  # on CPU: PyTorch's default implementation
+    monkeypatch.setattr(emcad_trainer, "device", torch.device("cuda"))
+    optimizer, _ = emcad_trainer.build_optimizer()
+    assert optimizer.defaults["fused"]

@@ -23,7 +23,7 @@ from timm.layers import trunc_normal_
 from timm.models.swin_transformer import SwinTransformerBlock
 from torch import nn
 
-from nnunetv2_resunet.architectures.precision import fp16_safe_autocast, leave_bf16
+from nnunetv2_resunet.architectures.precision import fp16_safe
 
 
 class PatchExpand(nn.Module):
@@ -116,24 +116,27 @@ class SwinUnetDecoder(nn.Module):
 
     def forward(self, features: dict[str, torch.Tensor]) -> list[torch.Tensor] | torch.Tensor:
         nhwc = [features[name].permute(0, 2, 3, 1) for name in self.sources]
-        with fp16_safe_autocast(nhwc[0].device.type):
-            x = self.layers_up[0](nhwc[0])
-            stage_outputs = []
-            for k in range(1, len(self.layers_up)):
-                x = self.concat_back_dim[k](torch.cat((x, nhwc[k]), dim=-1))
-                stage = self.layers_up[k]
-                x = stage.blocks(x)
-                if stage.upsample is None:
-                    x = self.norm_up(x)
-                stage_outputs.append(x)
-                if stage.upsample is not None:
-                    x = stage.upsample(x)
-            final = self.up(x)
-        final = self.seg_layers[-1](leave_bf16(final.permute(0, 3, 1, 2)))
+        final, stage_outputs = fp16_safe(self._upsample, nhwc)
+        final = self.seg_layers[-1](final.permute(0, 3, 1, 2))
         if not self.deep_supervision:
             return final
-        heads = [head(leave_bf16(out.permute(0, 3, 1, 2))) for head, out in zip(self.seg_layers[:-1], stage_outputs)]
+        heads = [head(out.permute(0, 3, 1, 2)) for head, out in zip(self.seg_layers[:-1], stage_outputs)]
         return [final, *reversed(heads)]
+
+    def _upsample(self, nhwc: list[torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """The transformer stages (NHWC): the full-resolution features and each stage's output."""
+        x = self.layers_up[0](nhwc[0])
+        stage_outputs = []
+        for k in range(1, len(self.layers_up)):
+            x = self.concat_back_dim[k](torch.cat((x, nhwc[k]), dim=-1))
+            stage = self.layers_up[k]
+            x = stage.blocks(x)
+            if stage.upsample is None:
+                x = self.norm_up(x)
+            stage_outputs.append(x)
+            if stage.upsample is not None:
+                x = stage.upsample(x)
+        return self.up(x), stage_outputs
 
 
 def _official_init(module: nn.Module) -> None:

@@ -22,7 +22,7 @@ import timm
 import torch
 from torch import nn
 
-from nnunetv2_resunet.architectures.precision import fp16_safe_autocast, leave_bf16
+from nnunetv2_resunet.architectures.precision import fp16_safe
 
 # The last stage's input is no skip of Swin-Unet; the features are the skips, then the bottleneck.
 SKIP_STAGES = (1, 2)
@@ -66,13 +66,15 @@ class SwinEncoder(nn.Module):
         self.strides = (info[0]["reduction"], *(info[i]["reduction"] for i in SKIP_STAGES), info[-1]["reduction"])
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        with fp16_safe_autocast(x.device.type):
-            x = self.swin.patch_embed(x)
-            features = {"patch_embed": x}
-            for index, stage in enumerate(self.swin.layers):
-                x = stage.downsample(x)
-                if index in SKIP_STAGES:
-                    features[f"layers.{index}.downsample"] = x
-                x = stage.blocks(x)
-            features["norm"] = self.swin.norm(x)
-        return {name: leave_bf16(feature.permute(0, 3, 1, 2)) for name, feature in features.items()}
+        return {name: feature.permute(0, 3, 1, 2) for name, feature in fp16_safe(self._features, x).items()}
+
+    def _features(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        x = self.swin.patch_embed(x)
+        features = {"patch_embed": x}
+        for index, stage in enumerate(self.swin.layers):
+            x = stage.downsample(x)
+            if index in SKIP_STAGES:
+                features[f"layers.{index}.downsample"] = x
+            x = stage.blocks(x)
+        features["norm"] = self.swin.norm(x)
+        return features

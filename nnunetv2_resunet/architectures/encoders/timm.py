@@ -10,7 +10,7 @@ what our decoders are built from; the adapter maps, it never re-derives:
 - ``feature_info.reduction()`` -> ``strides``.
 
 The encoder keeps timm's initialisation (or the pretrained weights loaded into it) and runs under
-:func:`nnunetv2_resunet.architectures.precision.fp16_safe_autocast`.
+:func:`nnunetv2_resunet.architectures.precision.fp16_safe`.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import timm
 import torch
 from torch import nn
 
-from nnunetv2_resunet.architectures.precision import fp16_safe_autocast, leave_bf16
+from nnunetv2_resunet.architectures.precision import fp16_safe
 
 
 class TimmEncoder(nn.Module):
@@ -62,6 +62,4 @@ class TimmEncoder(nn.Module):
         return self.model.model
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        with fp16_safe_autocast(x.device.type):
-            features = self.model(x)
-        return {name: leave_bf16(feature) for name, feature in zip(self.feature_names, features)}
+        return dict(zip(self.feature_names, fp16_safe(self.model, x)))

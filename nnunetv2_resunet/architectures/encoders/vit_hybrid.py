@@ -32,7 +32,7 @@ from timm.models.resnetv2 import ResNetV2
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
-from nnunetv2_resunet.architectures.precision import fp16_safe_autocast, leave_bf16
+from nnunetv2_resunet.architectures.precision import fp16_safe
 
 # TransUNet's R50 (vit_seg_modeling_resnet_skip.py) and ViT-B/16 (vit_seg_configs.get_r50_b16_config).
 R50_LAYERS = (3, 4, 9)
@@ -102,22 +102,23 @@ class ViTHybridEncoder(nn.Module):
         self.output_channels = (backbone.stem.conv.out_channels, widths[0], widths[1], VIT_WIDTH)
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        with fp16_safe_autocast(x.device.type):
-            if self.repeat_grey:
-                x = x.expand(-1, 3, -1, -1)
-            backbone = self.vit.patch_embed.backbone
-            root = backbone.stem.norm(backbone.stem.conv(x))
-            block1 = backbone.stages[0](backbone.stem.pool(root))
-            block2 = backbone.stages[1](block1)
-            deepest = backbone.stages[2](block2)
-            # TransUNet zero-pads the unpadded pool's 1/4 features at the bottom/right to the skip's size.
-            size = [s // 4 for s in x.shape[2:]]
-            block1 = F.pad(block1, (0, size[1] - block1.shape[3], 0, size[0] - block1.shape[2]))
-            tokens = self.vit.patch_embed.proj(deepest)
-            grid = tokens.shape[2:]
-            tokens = tokens.flatten(2).transpose(1, 2)
-            tokens = self.vit.pos_drop(tokens + position_embedding_for(self.vit.pos_embed, self.grid, grid))
-            tokens = self.vit.norm(self.vit.blocks(tokens))
-            transformer = tokens.transpose(1, 2).reshape(tokens.shape[0], VIT_WIDTH, *grid)
-        features = {"root": root, "block1": block1, "block2": block2, "transformer": transformer}
-        return {name: leave_bf16(feature) for name, feature in features.items()}
+        return fp16_safe(self._features, x)
+
+    def _features(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        if self.repeat_grey:
+            x = x.expand(-1, 3, -1, -1)
+        backbone = self.vit.patch_embed.backbone
+        root = backbone.stem.norm(backbone.stem.conv(x))
+        block1 = backbone.stages[0](backbone.stem.pool(root))
+        block2 = backbone.stages[1](block1)
+        deepest = backbone.stages[2](block2)
+        # TransUNet zero-pads the unpadded pool's 1/4 features at the bottom/right to the skip's size.
+        size = [s // 4 for s in x.shape[2:]]
+        block1 = F.pad(block1, (0, size[1] - block1.shape[3], 0, size[0] - block1.shape[2]))
+        tokens = self.vit.patch_embed.proj(deepest)
+        grid = tokens.shape[2:]
+        tokens = tokens.flatten(2).transpose(1, 2)
+        tokens = self.vit.pos_drop(tokens + position_embedding_for(self.vit.pos_embed, self.grid, grid))
+        tokens = self.vit.norm(self.vit.blocks(tokens))
+        transformer = tokens.transpose(1, 2).reshape(tokens.shape[0], VIT_WIDTH, *grid)
+        return {"root": root, "block1": block1, "block2": block2, "transformer": transformer}
