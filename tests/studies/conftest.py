@@ -61,7 +61,8 @@ class StudyWorkspace:
         # One augmentation worker: 0 would break nnU-Net's planner (it sets torch's threads from it).
         return {**self.nnunet.env, "nnUNet_n_proc_DA": "1"}
 
-    def study(self, command: str, study: Path, *args: str, check: bool = True, env: dict | None = None):
+    def study(self, command: str, study: Path, *args: str, check: bool = True, env: dict | None = None,
+              timeout: float = 900):
         import subprocess
 
         from nnunet_workspace import console_script
@@ -69,7 +70,7 @@ class StudyWorkspace:
         extra = ("-device", "cpu", "-np", "1") if command in ("run", "plan", "submit") else ()
         result = subprocess.run([*console_script("nnUNetv2_resunet_study"), command, str(study), *extra, *args],
                                 env=env or self.env, cwd=self.studies, capture_output=True, text=True,
-                                timeout=900)  # a whole tiny study: preprocess, train, predict, report
+                                timeout=timeout)  # a whole tiny study: preprocess, train, predict, report
         if check and result.returncode != 0:
             raise AssertionError(f"study {command} exited {result.returncode}\n--- stdout ---\n{result.stdout[-6000:]}"
                                  f"\n--- stderr ---\n{result.stderr[-6000:]}")
@@ -119,5 +120,5 @@ def local_study(study_workspace) -> Path:
         "*.nii.gz"))
     (folder / "splits_final.json").write_text(json.dumps(generate_crossval_split(cases, seed=12345, n_splits=5)))
     study = write_study(study_workspace.studies, "tiny", [DEFAULT_SHORT], model_lines=LOCAL_MODELS)
-    study_workspace.study("run", study, "-j", "2")
+    study_workspace.study("run", study, "-j", "2", timeout=1800)  # five models: 12 runs beside the report
     return study
