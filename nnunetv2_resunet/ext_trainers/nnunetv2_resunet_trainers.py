@@ -5,12 +5,13 @@ The classes live in :mod:`nnunetv2_resunet.training`; importing them here (rathe
 class object per trainer, so a user's trainer that subclasses ours is a subclass of what nnU-Net finds.
 """
 
-from nnunetv2_resunet.training import ALL_TRAINERS, BUDGET_TRAINERS
+from nnunetv2_resunet.training import ALL_TRAINERS, BUDGET_TRAINERS, DEMO_TRAINERS
 from nnunetv2_resunet.training.repeats import seeded_trainer
 
 # nnU-Net's lookup reads module attributes by name: every trainer and its budget variants (``_5epochs``, ...).
 globals().update({trainer.__name__: trainer for trainer in ALL_TRAINERS})
 globals().update(BUDGET_TRAINERS)
+globals().update(DEMO_TRAINERS)  # nnUNetv2_resunet_demo's <Trainer>_demo
 
 
 def __getattr__(name: str):
