@@ -72,7 +72,9 @@ setup(
     extras_require={
         # pytest-timeout: a test that hangs (a subprocess that never returns, a lock never released) fails by name
         # after pyproject.toml's time limit instead of stopping the whole CI run.
-        "test": ["pytest>=7", "pytest-timeout>=2.1", "medpy>=0.5", "ruff>=0.5"],
+        # pytest-xdist: README's test command runs on two workers (pyproject.toml), grouped so that each session
+        # fixture is built once; CI has 2 cores and much of the suite waits on single-threaded work.
+        "test": ["pytest>=7", "pytest-timeout>=2.1", "pytest-xdist>=3.0", "medpy>=0.5", "ruff>=0.5"],
     },
     entry_points={
         "console_scripts": [

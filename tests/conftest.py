@@ -10,6 +10,14 @@ from nnunet_workspace import SYNTHETIC_ID, NnUNetWorkspace, write_synthetic_data
 # Fixtures that run nnU-Net's CLI (planning, training, a whole study): a test that asks for one is an integration test.
 INTEGRATION_FIXTURES = {"nnunet_workspace", "study_workspace", "local_study", "trained_models"}
 INTEGRATION_FOLDER = Path(__file__).parent / "integration"
+TESTS = Path(__file__).parent
+# Session fixtures whose tests share one pytest-xdist worker (each worker would otherwise build its own copy): the
+# trained models, the study workspace with its local study, the DDP ranks. Every other test is grouped by its file.
+SHARED_FIXTURE_GROUPS = ("study_workspace", "trained_models", "ddp_ranks")
+# The longest groups first, so that two workers finish together (a group's tests run in order on one worker).
+LONGEST_FIRST = ("study_workspace", "trained_models", "integration/test_transformer_training.py", "ddp_ranks",
+                 "integration/test_demo.py", "integration/test_family_training.py", "benchmarking/test_check.py",
+                 "training/test_fp16_training.py", "dataset_conversion/test_conversion_safety.py")
 
 
 def pytest_addoption(parser):
@@ -21,10 +29,25 @@ def pytest_addoption(parser):
 def pytest_collection_modifyitems(config, items):
     """Mark as ``integration`` every test in tests/integration/ and every test that uses a fixture running nnU-Net's
     CLI (directly or through another fixture), so ``-m "not integration"`` leaves them all out; other tests that run
-    pipelines of subprocesses carry the mark themselves."""
+    pipelines of subprocesses carry the mark themselves.
+
+    Each test also gets its ``xdist_group`` (README's ``python -m pytest`` runs on two workers, ``--dist loadgroup``
+    in pyproject.toml): the shared fixture it needs, else its file; the longest groups are put first."""
     for item in items:
         if INTEGRATION_FOLDER in Path(item.fspath).parents or INTEGRATION_FIXTURES & set(item.fixturenames):
             item.add_marker(pytest.mark.integration)
+    groups = {}
+    for item in items:
+        shared = [f for f in SHARED_FIXTURE_GROUPS if f in item.fixturenames]
+        groups[item.nodeid] = shared[0] if shared else Path(item.fspath).relative_to(TESTS).as_posix()
+        item.add_marker(pytest.mark.xdist_group(groups[item.nodeid]))
+    rank = {group: i for i, group in enumerate(LONGEST_FIRST)}
+    order = {item.nodeid: i for i, item in enumerate(items)}
+    first_seen = {}
+    for item in items:
+        first_seen.setdefault(groups[item.nodeid], order[item.nodeid])
+    items.sort(key=lambda item: (rank.get(groups[item.nodeid], len(rank)), first_seen[groups[item.nodeid]],
+                                 order[item.nodeid]))
 
 
 @pytest.fixture(scope="session")

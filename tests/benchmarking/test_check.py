@@ -47,10 +47,14 @@ def test_a_healthy_check_reports_every_figure(tmp_path):
     assert "ResUnet v1.0's step at most 2x" in markdown and "wrote " in result.stdout
 
 
-@pytest.mark.integration
 def test_a_broken_trainer_makes_it_unhealthy_and_the_others_still_run(tmp_path):
-    result, report, markdown = check(tmp_path, "-tr", "NoSuchTrainer", "--compiled", "--memory_targets")
-    assert result.returncode == 1 and not report["healthy"]
+    """The same entry point in this process (the console command is run above): a trainer that fails is reported
+    and makes the check unhealthy (exit 1), and the others still run."""
+    from nnunetv2_resunet.benchmarking.check_cli import main
+
+    code = main([*TINY, "-tr", "NoSuchTrainer", "--compiled", "--memory_targets", "-o", str(tmp_path)])
+    report, markdown = json.loads((tmp_path / "check.json").read_text()), (tmp_path / "check.md").read_text()
+    assert code == 1 and not report["healthy"]
     rows = {r["trainer"]: r for r in report["training"]}
     assert rows["nnUNetTrainer"]["finite"] and "error" not in rows["nnUNetTrainer"]
     assert "NoSuchTrainer" in rows["NoSuchTrainer"]["error"] and "**UNHEALTHY.**" in markdown
