@@ -70,8 +70,10 @@ def console_command(name: str) -> list[str]:
 
 def preprocess_command(run: Run, folders: NnUNetFolders, options: Options) -> list[str]:
     np_args = ["-np", str(options.num_processes)]
-    num_training = json.loads((folders.raw / run.dataset / "dataset.json").read_text())["numTraining"]
-    missing = unprepared_configurations(run, num_training)
+    missing = None
+    if (run.folder / f"{run.plans}.json").is_file():
+        num_training = json.loads((folders.raw / run.dataset / "dataset.json").read_text())["numTraining"]
+        missing = unprepared_configurations(run, num_training)
     if missing is not None:  # planned already: never re-plan (that would rewrite the plans), prepare what is missing
         return ["nnUNetv2_preprocess", "-d", str(run.dataset_id), "-plans_name", run.plans,
                 "-c", *missing, *np_args]

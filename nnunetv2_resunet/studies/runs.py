@@ -94,22 +94,34 @@ def folds_tag(folds: tuple[int | str, ...]) -> str:
     return "_".join(str(f) for f in folds)
 
 
-def dataset_name(dataset_id: int) -> str:
-    """nnU-Net's name for a dataset id, found in its folders; a clear error if it has not been converted."""
+def converted(folders: NnUNetFolders, name: str) -> bool:
+    """Whether ``$nnUNet_raw/<name>`` holds a converted dataset (its dataset.json)."""
+    return (folders.raw / name / "dataset.json").is_file()
+
+
+def dataset_folder(dataset: DatasetSpec, folders: NnUNetFolders) -> str:
+    """nnU-Net's name for a dataset, ``DatasetXXX_Name``, found in its folders; for a dataset not converted yet,
+    the name its study file gives it (``[datasets.convert]``), or ``DatasetXXX_?``."""
     from nnunetv2.utilities.dataset_name_id_conversion import convert_id_to_dataset_name
 
     try:
-        return convert_id_to_dataset_name(dataset_id)
+        name = convert_id_to_dataset_name(dataset.id)
     except RuntimeError:
-        raise StudyFileError(f"dataset {dataset_id} is not in $nnUNet_raw ({os.environ.get('nnUNet_raw')}): convert "
-                             f"it first (e.g. nnUNetv2_resunet_convert_acdc -i SOURCE -d {dataset_id})") from None
+        name = None
+    if name is not None:
+        return name
+    return f"Dataset{dataset.id:03d}_{dataset.convert.name if dataset.convert is not None else '?'}"
 
 
 def test_set(folders: NnUNetFolders, dataset: DatasetSpec, name: str) -> tuple[Path, Path] | None:
-    """The test images and labels folders of a dataset, or None when it has no test set."""
+    """The test images and labels folders of a dataset, or None when it has no test set. For a dataset not yet
+    converted: the folders it will have, when its study file names them or names a source that writes them."""
     if dataset.test_images is None:
         return None
     images = folders.raw / name / dataset.test_images
+    if not converted(folders, name):
+        expected = dataset.test_images_explicit or (dataset.convert is not None and dataset.convert.writes_test_set)
+        return (images, folders.raw / name / dataset.test_labels) if expected else None
     if not images.is_dir():
         if dataset.test_images_explicit:
             raise StudyFileError(f"dataset {dataset.id}: test_images folder {images} does not exist")
@@ -118,10 +130,11 @@ def test_set(folders: NnUNetFolders, dataset: DatasetSpec, name: str) -> tuple[P
 
 
 def build_runs(study: Study, folders: NnUNetFolders) -> list[Run]:
-    """Every run of the study, each after the runs it needs (a valid order to run them in)."""
+    """Every run of the study, each after the runs it needs (a valid order to run them in). A dataset not converted
+    yet gets its runs too (the status shows them waiting; :mod:`.checks` says how to convert it)."""
     runs: list[Run] = []
     for dataset in study.datasets:
-        name = dataset_name(dataset.id)
+        name = dataset_folder(dataset, folders)
         models = study.models_for(dataset)
         tests = test_set(folders, dataset, name)
         configurations = tuple(dict.fromkeys(m.configuration for m in models))

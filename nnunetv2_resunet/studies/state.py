@@ -28,6 +28,7 @@ from nnunetv2_resunet.studies.locks import read_lock
 from nnunetv2_resunet.studies.runs import Run
 
 LOG_HEADER = "=== nnUNetv2_resunet_study"
+NOT_CONVERTED = "not in $nnUNet_raw yet: convert it (the command is listed below the table)"
 EXIT_LINE = re.compile(r"=== exit code (-?\d+) after ([\d.]+) s")
 EPOCH_LINE = re.compile(r": Epoch (\d+)\s*$", re.MULTILINE)
 # What our trainers write into nnU-Net's training log at the start (training/resunet_trainer.py).
@@ -323,8 +324,12 @@ def study_states(runs: list[Run], raw: Path, own: str = "") -> dict[str, RunStat
     for run in runs:
         if run.stage != "report":
             if run.dataset not in dataset_jsons:
-                dataset_jsons[run.dataset] = json.loads((raw / run.dataset / "dataset.json").read_text())
-            states[run.key] = file_state(run, dataset_jsons[run.dataset], check_lock=run.key != own)
+                path = raw / run.dataset / "dataset.json"
+                dataset_jsons[run.dataset] = json.loads(path.read_text()) if path.is_file() else None
+            if dataset_jsons[run.dataset] is None:  # not converted yet: nothing of it can have started
+                states[run.key] = RunState(Status.WAITING, NOT_CONVERTED if run.stage == "preprocess" else "")
+            else:
+                states[run.key] = file_state(run, dataset_jsons[run.dataset], check_lock=run.key != own)
     for run in runs:
         if run.stage == "report":
             holder = read_lock(run.lock_path) if run.key != own else None
