@@ -205,3 +205,29 @@ def test_the_checks_raise_one_error_naming_the_file(nnunet_folders, tmp_path):
     assert isinstance(error.value, StudyFileError)
     assert str(error.value).startswith(f"{path}: nnU-Net finds no trainer named nnUNetTrainer_7epochs (epochs = 7: "
                                        f"the budgets nnU-Net and this plugin provide are 1, 5, 10")
+
+
+def test_fold_all_goes_through_to_the_report(nnunet_folders, tmp_path):
+    """``folds = ["all"]``: nnU-Net's fold_all is trained, predicted with and reported, and the report command that
+    the study builds is one the report's own parser reads as fold ``all``."""
+    from nnunetv2_resunet.evaluation.report.cli import build_parser
+    from nnunetv2_resunet.studies.execute import Options, command_for
+    from nnunetv2_resunet.studies.state import RunState, Status
+
+    fake_dataset(nnunet_folders / "raw", "Dataset901_Tiny")
+    (nnunet_folders / "raw" / "Dataset901_Tiny" / "imagesTs").mkdir()
+    path = tmp_path / "all.toml"
+    path.write_text('name = "all"\nfolds = ["all"]\n[[datasets]]\nid = 901\n[[models]]\nconfiguration = "2d"\n'
+                    'trainers = ["nnUNetTrainer"]\n')
+    study = load_study(path)
+    folders = NnUNetFolders.from_environment(study)
+    runs = build_runs(study, folders)
+    assert [r.key for r in runs] == [
+        "preprocess Dataset901_Tiny nnUNetPlans", "train Dataset901_Tiny nnUNetTrainer__nnUNetPlans__2d fold_all",
+        "predict Dataset901_Tiny nnUNetTrainer__nnUNetPlans__2d predictions_imagesTs_folds_all",
+        "report Dataset901_Tiny"]
+    states = {r.key: RunState(Status.DONE if r.stage != "report" else Status.WAITING) for r in runs}
+    commands = {r.stage: command_for(r, runs, states, folders, Options(device="cpu", num_processes=1)) for r in runs}
+    assert commands["train"][:4] == ["nnUNetv2_train", "901", "2d", "all"]
+    assert commands["predict"][commands["predict"].index("-f") + 1] == "all"
+    assert build_parser().parse_args(commands["report"][1:]).folds == ["all"]
