@@ -126,7 +126,13 @@ def dispatch(args: argparse.Namespace) -> int:
     runs = build_runs(study, folders)
     problems = study_problems(study, folders)  # the same checks for every subcommand
     if args.command in ("status", "plan"):  # the table first, then every problem
+        from dataclasses import replace
+
+        from nnunetv2_resunet.studies.slurm import queued_jobs
+
         states = study_states(runs, folders.raw)
+        for key, job in queued_jobs(runs, states, strict=False).items():  # submitted, not started: no lock yet
+            states[key] = replace(states[key], detail="; ".join(filter(None, [f"SLURM job {job}", states[key].detail])))
         print(format_status(study, runs, states, folders) if args.command == "status" else
               plan_text(study, runs, states, folders, options_from(args)))
         if problems:

@@ -8,9 +8,9 @@ Where things go (nnU-Net's own layout wherever nnU-Net has one):
 * predict: ``$nnUNet_results/DatasetXXX_Name/TRAINER__PLANS__CONFIGURATION/predictions_<test set>_folds_<f>/``;
 * report: ``<results>/<study name>/DatasetXXX_Name/`` (``results/`` of the current folder by default).
 
-Each run's lock and log (``study_<stage>...lock/.log``) sit beside what it writes: in the fold folder, the
-prediction folder, the report folder; for preprocessing, in the dataset's preprocessed folder (nnU-Net deletes and
-rewrites the data folders themselves).
+Each run's lock, log and SLURM record (``study_<stage>...lock/.log/.slurm``) sit beside what it writes: in the fold
+folder, the prediction folder, the report folder; for preprocessing, in the dataset's preprocessed folder (nnU-Net
+deletes and rewrites the data folders themselves; the converters recognise these files on ``--overwrite``).
 """
 
 from __future__ import annotations
@@ -83,6 +83,11 @@ class Run:
     @property
     def log_path(self) -> Path:
         return self._beside(".log")
+
+    @property
+    def slurm_path(self) -> Path:
+        """Which SLURM job was last submitted for the run (``submit`` writes it; a queued job is in progress)."""
+        return self._beside(".slurm")
 
     def _beside(self, ending: str) -> Path:
         if self.stage == "preprocess":
