@@ -24,8 +24,6 @@ from nnunetv2_resunet.studies.runs import NnUNetFolders, build_runs
 from nnunetv2_resunet.studies.state import Status, study_states
 from nnunetv2_resunet.studies.study_file import Study, StudyFileError, load_study
 
-DEFAULT_REPORTS = "results"
-
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -40,8 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
     for name, text in helps.items():
         sub = commands.add_parser(name, help=text, description=text)
         sub.add_argument("study", help="the study file (TOML), e.g. studies/thesis_ladder.toml")
-        sub.add_argument("-o", dest="reports", default=DEFAULT_REPORTS,
-                         help="folder under which the report goes, as <this>/<study name>/ (default: ./results)")
+        sub.add_argument("-o", dest="reports", default=None,
+                         help="folder under which the reports go, as <this>/<study name>/ (default: where the last "
+                              "run or submit with -o put them, else $nnUNet_results/studies)")
         if name in ("plan", "run", "submit"):
             sub.add_argument("-device", default="cuda", choices=["cuda", "cpu", "mps"],
                              help="nnU-Net's -device for training and prediction (default cuda)")
@@ -142,6 +141,7 @@ def dispatch(args: argparse.Namespace) -> int:
     if problems:
         raise StudyProblems(study.path, problems)
     options = options_from(args)
+    folders.remember_reports(study)
     if args.command == "run":
         from nnunetv2_resunet.studies.local import run_study, slot_environments
 
@@ -161,7 +161,7 @@ def dispatch(args: argparse.Namespace) -> int:
 
     overrides = {k: getattr(args, k) for k in ("partition", "time", "gpus", "cpus", "mem_gb", "account", "qos",
                                                "constraint")}
-    slurm_folder = Path(args.slurm_folder) if args.slurm_folder else folders.results / "studies" / study.name / "slurm"
+    slurm_folder = Path(args.slurm_folder) if args.slurm_folder else folders.home(study) / "slurm"
     submitted = submit_study(study, runs, folders, options, overrides, slurm_folder.absolute())
     if not submitted:
         print(f"Study {study.name}: nothing to submit (every run is done, running or needs attention).")

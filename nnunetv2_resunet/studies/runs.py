@@ -6,7 +6,8 @@ Where things go (nnU-Net's own layout wherever nnU-Net has one):
 * preprocess: ``$nnUNet_preprocessed/DatasetXXX_Name/`` (plans file, data folders);
 * train: ``$nnUNet_results/DatasetXXX_Name/TRAINER__PLANS__CONFIGURATION/fold_N/``;
 * predict: ``$nnUNet_results/DatasetXXX_Name/TRAINER__PLANS__CONFIGURATION/predictions_<test set>_folds_<f>/``;
-* report: ``<results>/<study name>/DatasetXXX_Name/`` (``results/`` of the current folder by default).
+* report: ``$nnUNet_results/studies/<study name>/DatasetXXX_Name/`` (``-o DIR``: ``DIR/<study name>/...``, which
+  later commands then find without ``-o``).
 
 Each run's lock, log and SLURM record (``study_<stage>...lock/.log/.slurm``) sit beside what it writes: in the fold
 folder, the prediction folder, the report folder; for preprocessing, in the dataset's preprocessed folder (nnU-Net
@@ -15,30 +16,60 @@ deletes and rewrites the data folders themselves; the converters recognise these
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from nnunetv2_resunet.studies.study_file import DatasetSpec, Study, StudyFileError
 
+STUDIES_FOLDER = "studies"  # $nnUNet_results/studies/<study name>/: its reports, and submitit's files under slurm/
+REPORTS_RECORD = "reports_folder.json"  # there: where the reports went when `-o` named another folder
+
 
 @dataclass(frozen=True)
 class NnUNetFolders:
-    """nnU-Net's three folders (from its environment variables) and where reports go."""
+    """nnU-Net's three folders (from its environment variables), the study's own folder beside nnU-Net's results,
+    and where its reports go."""
 
     raw: Path
     preprocessed: Path
     results: Path
-    reports: Path  # <results>/<study name>
+    reports: Path  # default: $nnUNet_results/studies/<study name>
 
     @classmethod
-    def from_environment(cls, study: Study, reports_base: str | Path = "results") -> NnUNetFolders:
+    def from_environment(cls, study: Study, reports_base: str | Path | None = None) -> NnUNetFolders:
+        """nnU-Net's folders, and the reports under ``reports_base/<study name>``; without ``reports_base``, where
+        the last ``run`` or ``submit`` with ``-o`` put them (:meth:`remember_reports`), else in the study's folder,
+        ``$nnUNet_results/studies/<study name>``: the same from any current folder."""
         missing = [v for v in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results") if not os.environ.get(v)]
         if missing:
             raise StudyFileError(f"set nnU-Net's environment variables first: {', '.join(missing)} (the study reads "
                                  f"and writes nnU-Net's own folders)")
-        return cls(Path(os.environ["nnUNet_raw"]), Path(os.environ["nnUNet_preprocessed"]),
-                   Path(os.environ["nnUNet_results"]), Path(reports_base).absolute() / study.name)
+        results = Path(os.environ["nnUNet_results"])
+        home = results / STUDIES_FOLDER / study.name
+        if reports_base is not None:
+            reports = Path(reports_base).absolute() / study.name
+        else:
+            try:
+                reports = Path(json.loads((home / REPORTS_RECORD).read_text(encoding="utf-8"))["reports"])
+            except (OSError, ValueError, KeyError, TypeError):
+                reports = home
+        return cls(Path(os.environ["nnUNet_raw"]), Path(os.environ["nnUNet_preprocessed"]), results, reports)
+
+    def home(self, study: Study) -> Path:
+        """The study's own folder, ``$nnUNet_results/studies/<study name>``."""
+        return self.results / STUDIES_FOLDER / study.name
+
+    def remember_reports(self, study: Study) -> None:
+        """Record where the reports go when that is not the study's folder, so that every later command finds them
+        without ``-o``; forget it when they go there again."""
+        record = self.home(study) / REPORTS_RECORD
+        if self.reports == self.home(study):
+            record.unlink(missing_ok=True)
+            return
+        record.parent.mkdir(parents=True, exist_ok=True)
+        record.write_text(json.dumps({"reports": str(self.reports)}) + "\n", encoding="utf-8")
 
 
 @dataclass(frozen=True)

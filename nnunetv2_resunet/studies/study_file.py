@@ -3,7 +3,7 @@ SLURM resources. Read and checked here, at the edge: every problem is one :class
 and the key.
 
 ```toml
-name = "acdc_1epoch"          # results go to results/acdc_1epoch/
+name = "acdc_1epoch"          # reports go to $nnUNet_results/studies/acdc_1epoch/
 epochs = 1                    # optional: every trainer at nnU-Net's budget variant <trainer>_1epoch
 folds = [0]                   # default [0, 1, 2, 3, 4]
 

@@ -14,8 +14,12 @@ import torch
 from conftest import DEFAULT_SHORT, RESUMABLE, RESUNET_SHORT, write_study
 from nnunet_workspace import SYNTHETIC_NAME, console_script, process_alive
 
+from nnunetv2_resunet.studies import cli
+from nnunetv2_resunet.studies.checks import trainer_class
 from nnunetv2_resunet.studies.locks import RunLock, read_lock
+from nnunetv2_resunet.studies.runs import NnUNetFolders
 from nnunetv2_resunet.studies.state import checkpoint_problem
+from nnunetv2_resunet.studies.study_file import load_study
 
 
 def outputs(root) -> dict[str, float]:
@@ -33,7 +37,8 @@ def test_a_study_runs_end_to_end_and_a_rerun_changes_nothing(study_workspace, lo
     assert "=== command: nnUNetv2_train 901 2d 0 -tr nnUNetTrainer_short -p nnUNetPlans -device cpu\n" in log
     assert "=== exit code 0 after" in log
 
-    report = study_workspace.studies / "results" / "tiny"
+    report = study_workspace.nnunet.results / "studies" / "tiny"  # beside nnU-Net's results, not in the current folder
+    assert not (study_workspace.studies / "results").exists()
     summary = json.loads((report / SYNTHETIC_NAME / "summary.json").read_text())
     assert {r["label"] for r in summary["runs"]} == {f"{DEFAULT_SHORT} 2d (cv)", f"{DEFAULT_SHORT} 2d (test)"}
     assert (report / SYNTHETIC_NAME / "report.md").is_file() and (report / SYNTHETIC_NAME / "per_case.csv").is_file()
@@ -49,6 +54,28 @@ def test_a_study_runs_end_to_end_and_a_rerun_changes_nothing(study_workspace, lo
     assert outputs(study_workspace.nnunet.root) | outputs(report) == before  # nothing written, nothing overwritten
     plan = study_workspace.study("plan", local_study).stdout
     assert "$ " not in plan  # no command left to run
+
+
+def test_status_finds_the_report_from_any_folder(study_workspace, local_study, tmp_path, monkeypatch, capsys):
+    """The report is in the study's folder under $nnUNet_results, so status finds it from anywhere (in this process);
+    reports that `run -o DIR` put elsewhere are recorded there and found without -o, until -o names the default."""
+    for variable, value in study_workspace.env.items():
+        monkeypatch.setenv(variable, value)
+    trainer_class.cache_clear()  # the short trainers are found through the workspace's nnUNet_extTrainer
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["status", str(local_study)])
+    out, err = capsys.readouterr()
+    assert exited.value.code == 0, err
+    assert re.search(rf"report\s+{SYNTHETIC_NAME}\s+folds 0\s+done", out), out
+    assert list(tmp_path.iterdir()) == []
+
+    study = load_study(local_study)
+    home = study_workspace.nnunet.results / "studies" / "tiny"
+    NnUNetFolders.from_environment(study, tmp_path / "mine").remember_reports(study)
+    assert NnUNetFolders.from_environment(study).reports == tmp_path / "mine" / "tiny"
+    NnUNetFolders.from_environment(study, home.parent).remember_reports(study)
+    assert NnUNetFolders.from_environment(study).reports == home and not (home / "reports_folder.json").exists()
 
 
 def test_a_killed_training_resumes_and_a_cut_short_checkpoint_is_reported(study_workspace, local_study):

@@ -275,7 +275,7 @@ def test_a_resubmission_submits_only_what_is_missing_and_the_jobs_finish_it(stud
     assert train_job.result() == "done"  # what StudyJob returned, read back by submitit through sacct's records
     log = (study_workspace.model_dir(RESUNET_SHORT) / "fold_0" / "study_train.log").read_text()
     assert "=== exit code 0 after" in log
-    report = study_workspace.studies / "results" / "tiny_slurm" / SYNTHETIC_NAME
+    report = study_workspace.nnunet.results / "studies" / "tiny_slurm" / SYNTHETIC_NAME
     summary = json.loads((report / "summary.json").read_text())
     assert {r["label"] for r in summary["runs"]} == {f"{t} 2d ({s})" for t in (DEFAULT_SHORT, RESUNET_SHORT)
                                                     for s in ("cv", "test")}
