@@ -26,6 +26,7 @@ MAY_IMPORT: dict[str, set[str]] = {
     "dataset_conversion": set(),
     # drives nnU-Net and our commands as subprocesses; reads only the budget names of training
     "studies": {"training"},
+    "demo": {"dataset_conversion", "studies"},  # runs the converter and a study as their commands, on shipped data
     "_ext_trainer": set(),  # the .pth hook: runs in every Python process
     "__init__": set(),
 }

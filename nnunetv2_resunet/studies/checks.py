@@ -123,11 +123,12 @@ def _configuration_problems(study: Study, folders: NnUNetFolders) -> list[str]:
     problems = []
     for dataset in study.datasets:
         name = dataset_folder(dataset, folders)
-        planned = _planned_dimensions(folders, name, dataset.plans)
-        known = planned if planned is not None else NNUNET_CONFIGURATIONS
-        where = f"{folders.preprocessed / name / dataset.plans}.json has" if planned is not None else \
-            "nnU-Net's planner writes"
         for model in study.models_for(dataset):
+            spec = model.plans_for(dataset)  # the dataset's plans, or the model block's own
+            planned = _planned_dimensions(folders, name, spec.plans)
+            known = planned if planned is not None else NNUNET_CONFIGURATIONS
+            where = f"{folders.preprocessed / name / spec.plans}.json has" if planned is not None else \
+                "nnU-Net's planner writes"
             configuration = model.configuration
             if configuration not in known:
                 close = [c for c in known if c.lower() == configuration.lower()] or \
@@ -135,7 +136,7 @@ def _configuration_problems(study: Study, folders: NnUNetFolders) -> list[str]:
                 suggestion = f" (did you mean {close[0]!r}?)" if close else ""
                 problems.append(f"configuration {configuration!r}: {where} {', '.join(known)}{suggestion}")
                 continue
-            if dataset.planner == "resunet" and configuration != "2d":
+            if spec.planner == "resunet" and configuration != "2d":
                 problems.append(f"dataset {dataset.id}: planner = \"resunet\" plans the 2d configuration only, but "
                                 f"{model.trainer} trains {configuration}: plan with nnU-Net's planner, or train 2d")
             dimensions = getattr(trainer_class(model.trainer), "network_dimensions", None)

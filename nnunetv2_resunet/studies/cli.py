@@ -96,6 +96,8 @@ def plan_text(study: Study, runs: list, states: dict, folders: NnUNetFolders, op
         except (OSError, ValueError, RuntimeError) as error:  # a problem listed below the plan
             commands[r.key] = f"(no command: {error})"
             continue
+        if command is None:  # planned and prepared: nothing left
+            continue
         steps = [init_weights_command(r), command] if "-pretrained_weights" in command else [command]
         convert = specs[r.dataset_id].convert
         if r.stage == "preprocess" and not converted(folders, r.dataset) and convert is not None:

@@ -177,30 +177,54 @@ def submit_study(study: Study, runs: list[Run], folders: NnUNetFolders, options:
     states = study_states(runs, folders.raw)
     queued = queued_jobs(runs, states)
     by_key = {run.key: run for run in runs}
-    submitted: dict[str, list[str]] = {}  # stage -> the array jobs it may wait for: queued before, submitted now
+    earlier_jobs: dict[str, list[str]] = {}  # stage -> its arrays that later stages wait for: queued, submitted now
     for key, job in queued.items():
-        submitted.setdefault(by_key[key].stage, []).append(job.split()[0].split("_")[0])
+        earlier_jobs.setdefault(by_key[key].stage, []).append(_array(job))
+    submitted: dict[str, list[str]] = {}  # stage -> its arrays submitted now
     result = []
     fresh: set[str] = set()  # runs submitted now: a queued job of a run that needs one would start too early
     for stage in STAGES:
         still_queued = {k: job for k, job in queued.items() if not fresh.intersection(by_key[k].needs)}
         todo = runs_to_submit(runs, states, stage, still_queued)
-        if not todo:
-            continue
-        waits: dict[str, list[str]] = {}
-        for kind, earlier in DEPENDENCIES.get(stage, ()):
-            waits.setdefault(kind, []).extend(dict.fromkeys(submitted.get(earlier, ())))
-        dependency = ",".join(f"{kind}:{':'.join(ids)}" for kind, ids in waits.items() if ids)
-        executor = submitit.SlurmExecutor(folder=slurm_folder / "%j")
-        executor.update_parameters(**executor_parameters(stage_settings(study, overrides, stage),
-                                                         f"{study.name}:{stage}", dependency))
-        with executor.batch():
-            jobs = [executor.submit(StudyJob(), str(study.path.absolute()), run.key, asdict(options),
-                                    str(folders.reports.parent)) for run in todo]
-        for run, job in zip(todo, jobs, strict=True):
-            _record_submission(run, job.job_id, study)
-            fresh.add(run.key)
-        array = jobs[0].job_id.split("_")[0]  # the array's id: dependencies name the whole array
-        submitted.setdefault(stage, []).append(array)
-        result.append((stage, array, todo))
+        for wave in _waves(todo):
+            waits: dict[str, list[str]] = {}
+            for kind, earlier in DEPENDENCIES.get(stage, ()):
+                waits.setdefault(kind, []).extend(earlier_jobs.get(earlier, []))
+            # a later wave of the same stage (a dataset's second plans after its first): after the one before it,
+            # or after the queued job of the run it needs
+            same = [_array(still_queued[n]) for run in wave for n in run.needs
+                    if n in still_queued and by_key[n].stage == stage]
+            if stage in submitted:
+                same.append(submitted[stage][-1])
+            if same:
+                waits.setdefault("afterok", []).extend(same)
+            dependency = ",".join(f"{kind}:{':'.join(dict.fromkeys(ids))}" for kind, ids in waits.items() if ids)
+            executor = submitit.SlurmExecutor(folder=slurm_folder / "%j")
+            executor.update_parameters(**executor_parameters(stage_settings(study, overrides, stage),
+                                                             f"{study.name}:{stage}", dependency))
+            with executor.batch():
+                jobs = [executor.submit(StudyJob(), str(study.path.absolute()), run.key, asdict(options),
+                                        str(folders.reports.parent)) for run in wave]
+            for run, job in zip(wave, jobs, strict=True):
+                _record_submission(run, job.job_id, study)
+                fresh.add(run.key)
+            job_id = _array(jobs[0].job_id)  # the array's id: dependencies name the whole array
+            submitted.setdefault(stage, []).append(job_id)
+            earlier_jobs.setdefault(stage, []).append(job_id)
+            result.append((stage, job_id, wave))
     return result
+
+
+def _array(job: str) -> str:
+    """The array job of a job id (``7001_3`` or ``7001_3 (PENDING)`` -> ``7001``; ``7002`` stays)."""
+    return job.split()[0].split("_")[0]
+
+
+def _waves(todo: list[Run]) -> list[list[Run]]:
+    """The runs of one stage in waves: a run that needs another run of the same stage (a dataset's second plans
+    after its first) goes into a later array, which waits for the one before."""
+    keys = {run.key for run in todo}
+    level: dict[str, int] = {}
+    for run in todo:  # runs come after what they need
+        level[run.key] = 1 + max((level[n] for n in run.needs if n in keys), default=-1)
+    return [[r for r in todo if level[r.key] == w] for w in range(max(level.values(), default=-1) + 1)]

@@ -7,7 +7,8 @@ Two ways to name the predictions:
   (``$nnUNet_results/DatasetXXX/TRAINER__PLANS__CONFIGURATION/fold_N/validation``) against
   ``$nnUNet_preprocessed/DatasetXXX/gt_segmentations``, plus test-set predictions given with ``--test-pred``.
 
-Writes ``report.md``, ``per_case.csv``, ``summary.json`` and PNG plots. This module turns the command line into
+Writes ``report.md``, ``per_case.csv``, ``paired.csv`` (a reference row against every other row with the same
+cases, :mod:`.comparisons`), ``summary.json`` and PNG plots. This module turns the command line into
 runs and cases (:mod:`.cases`), evaluates them (:mod:`.evaluate`), summarises (:mod:`.summary`), formats
 (:mod:`.formatting`) and writes (:mod:`.writing`).
 """
@@ -19,7 +20,7 @@ import json
 import os
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from nnunetv2_resunet.evaluation.published import DATASET_NAMES, detect_published_dataset
 from nnunetv2_resunet.evaluation.report.cases import (
@@ -32,10 +33,18 @@ from nnunetv2_resunet.evaluation.report.cases import (
     raise_or_collect,
     targets_from_dataset_json,
 )
+from nnunetv2_resunet.evaluation.report.comparisons import compare
 from nnunetv2_resunet.evaluation.report.evaluate import Record, evaluate_jobs
 from nnunetv2_resunet.evaluation.report.formatting import format_report
 from nnunetv2_resunet.evaluation.report.summary import build_summary
-from nnunetv2_resunet.evaluation.report.writing import write_per_case_csv, write_plots, write_summary_json
+from nnunetv2_resunet.evaluation.report.training_cost import training_cost
+from nnunetv2_resunet.evaluation.report.writing import (
+    write_forest_plots,
+    write_paired_csv,
+    write_per_case_csv,
+    write_plots,
+    write_summary_json,
+)
 
 # Without -o the report goes beside what it evaluates, where nnU-Net users look: into the dataset's results folder
 # (-d) or into the prediction folder (--pred), never into the current folder, where reports of different datasets
@@ -153,6 +162,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="allowed difference in spacing, origin and direction (default 1e-3)",
     )
     parser.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+    parser.add_argument("--reference", help="the row every other row is compared with, case by case (paired.csv): a "
+                                            "trainer name or TRAINER__PLANS__CONFIGURATION (default: the first "
+                                            "ResUnet row)")
     return parser
 
 
@@ -165,6 +177,7 @@ class Plan:
     runs: list[Run]
     jobs: list[CaseJob]
     missing: list[MissingCase]
+    costs: dict[Run, dict | None] = field(default_factory=dict)
 
 
 def _plan_from_folders(args: argparse.Namespace) -> Plan:
@@ -240,7 +253,14 @@ def _plan_from_nnunet(args: argparse.Namespace) -> Plan:
             missing += run_missing
     if not os.path.isfile(dataset_json_path):
         raise ValueError(f"no dataset.json at {dataset_json_path}; pass --dataset-json")
-    return Plan(dataset_name, _load_json(dataset_json_path), runs, jobs, missing)
+    costs = {}
+    if nnUNet_results.is_set():
+        for run in runs:
+            model_dir = os.path.join(nnUNet_results.get(), dataset_name,
+                                     f"{run.trainer}__{run.plans}__{run.configuration}")
+            if run.plans and run.configuration and os.path.isdir(model_dir):
+                costs[run] = training_cost(model_dir, run.configuration, args.folds)
+    return Plan(dataset_name, _load_json(dataset_json_path), runs, jobs, missing, costs)
 
 
 def run_report(args: argparse.Namespace) -> dict:
@@ -263,7 +283,9 @@ def run_report(args: argparse.Namespace) -> dict:
         published_key = detect_published_dataset(plan.dataset_name)
     else:
         published_key = None if args.published == "none" else args.published
-    summary = build_summary(plan.dataset_name, plan.runs, records, targets, missing, published_key)
+    summary = build_summary(plan.dataset_name, plan.runs, records, targets, missing, published_key, plan.costs)
+    labels = [t.name for t in targets if not t.is_region]
+    summary["paired"] = compare(records, plan.runs, labels, args.reference)
     if args.output is None:
         from nnunetv2.paths import nnUNet_results
 
@@ -271,11 +293,13 @@ def run_report(args: argparse.Namespace) -> dict:
         args.output = os.path.join(beside, REPORT_FOLDER)
     os.makedirs(args.output, exist_ok=True)
     write_per_case_csv(records, os.path.join(args.output, "per_case.csv"))
+    write_paired_csv(summary["paired"], os.path.join(args.output, "paired.csv"))
     write_summary_json(summary, os.path.join(args.output, "summary.json"))
     with open(os.path.join(args.output, "report.md"), "w", encoding="utf-8") as handle:
         handle.write(format_report(summary))
     if not args.no_plots:
         write_plots(summary, args.output)
+        write_forest_plots(summary["paired"], args.output)
     return summary
 
 
@@ -288,4 +312,4 @@ def main(argv: Sequence[str] | None = None) -> None:
     except (ValueError, RuntimeError, MissingCaseError) as error:
         print(f"nnUNetv2_resunet_report: error: {error}", file=sys.stderr)
         sys.exit(1)
-    print(f"wrote {os.path.join(args.output, 'report.md')}, per_case.csv, summary.json and plots")
+    print(f"wrote {os.path.join(args.output, 'report.md')}, per_case.csv, paired.csv, summary.json and plots")
