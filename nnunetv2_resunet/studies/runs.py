@@ -68,8 +68,11 @@ class NnUNetFolders:
         if self.reports == self.home(study):
             record.unlink(missing_ok=True)
             return
+        content = json.dumps({"reports": str(self.reports)}) + "\n"
+        if record.is_file() and record.read_text(encoding="utf-8") == content:
+            return  # a re-run writes nothing
         record.parent.mkdir(parents=True, exist_ok=True)
-        record.write_text(json.dumps({"reports": str(self.reports)}) + "\n", encoding="utf-8")
+        record.write_text(content, encoding="utf-8")
 
 
 @dataclass(frozen=True)

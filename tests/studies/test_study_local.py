@@ -23,6 +23,22 @@ from nnunetv2_resunet.studies.state import checkpoint_problem
 from nnunetv2_resunet.studies.study_file import load_study
 
 
+def study_in_process(study_workspace, monkeypatch, capsys, cwd, *argv) -> tuple[int, str, str]:
+    """``nnUNetv2_resunet_study ARGV`` in this process, in the workspace's environment (with our trainer folder, as
+    the .pth hook adds it at interpreter start) and ``cwd``: exit code, stdout, stderr."""
+    from nnunetv2_resunet._ext_trainer import register_ext_trainer_folder
+
+    for variable, value in study_workspace.env.items():
+        monkeypatch.setenv(variable, value)
+    register_ext_trainer_folder()
+    trainer_class.cache_clear()  # the short trainers are found through the workspace's nnUNet_extTrainer
+    monkeypatch.chdir(cwd)
+    with pytest.raises(SystemExit) as exited:
+        cli.main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return exited.value.code, out, err
+
+
 def outputs(root) -> dict[str, float]:
     """Every file under ``root`` with its modification time."""
     return {str(p): p.stat().st_mtime for p in root.rglob("*") if p.is_file()}
@@ -67,14 +83,8 @@ def test_a_study_runs_end_to_end_and_a_rerun_changes_nothing(study_workspace, lo
 def test_status_finds_the_report_from_any_folder(study_workspace, local_study, tmp_path, monkeypatch, capsys):
     """The report is in the study's folder under $nnUNet_results, so status finds it from anywhere (in this process);
     reports that `run -o DIR` put elsewhere are recorded there and found without -o, until -o names the default."""
-    for variable, value in study_workspace.env.items():
-        monkeypatch.setenv(variable, value)
-    trainer_class.cache_clear()  # the short trainers are found through the workspace's nnUNet_extTrainer
-    monkeypatch.chdir(tmp_path)
-    with pytest.raises(SystemExit) as exited:
-        cli.main(["status", str(local_study)])
-    out, err = capsys.readouterr()
-    assert exited.value.code == 0, err
+    code, out, err = study_in_process(study_workspace, monkeypatch, capsys, tmp_path, "status", local_study)
+    assert code == 0, err
     assert re.search(rf"report\s+{SYNTHETIC_NAME}\s+folds 0\s+done", out), out
     assert list(tmp_path.iterdir()) == []
 
@@ -267,17 +277,21 @@ def test_a_run_held_by_another_invocation_is_left_alone(study_workspace):
     assert not (folder / "nnUNetPlans_held.json").exists()
 
 
-def test_status_names_what_is_missing_before_anything_runs(study_workspace, tmp_path):
+def test_status_names_what_is_missing_before_anything_runs(study_workspace, tmp_path, monkeypatch, capsys):
+    """In this process (the check imports nnU-Net's trainers; a subprocess would pay for that again)."""
     study = tmp_path / "later.toml"
     study.write_text('name = "later"\n[[datasets]]\nid = 977\n[[models]]\nconfiguration = "2d"\n'
                      'trainers = ["nnUNetTrainer"]\n')
-    result = study_workspace.study("status", study, check=False)
-    assert result.returncode == 2
-    assert "dataset 977 is not in $nnUNet_raw" in result.stderr and "convert it first" in result.stderr
-    no_env = {k: v for k, v in study_workspace.env.items() if not k.startswith("nnUNet_")}
-    result = study_workspace.study("status", study, check=False, env=no_env)
-    assert result.returncode == 2
-    assert "set nnU-Net's environment variables first: nnUNet_raw, nnUNet_preprocessed, nnUNet_results" in result.stderr
+    code, _, err = study_in_process(study_workspace, monkeypatch, capsys, study_workspace.studies, "status", study)
+    assert code == 2
+    assert "dataset 977 is not in $nnUNet_raw" in err and "convert it first" in err
+    for variable in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
+        monkeypatch.delenv(variable)
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["status", str(study)])
+    assert exited.value.code == 2
+    assert "set nnU-Net's environment variables first: nnUNet_raw, nnUNet_preprocessed, nnUNet_results" in \
+        capsys.readouterr().err
 
 
 def test_runs_on_several_gpus_share_the_cpus_for_augmentation(monkeypatch):

@@ -330,8 +330,11 @@ def test_a_second_submit_before_the_jobs_start_submits_nothing_twice(study_works
     from nnunetv2_resunet.studies.checks import trainer_class
 
     slurm = FakeSlurm(tmp_path / "bin")
+    from nnunetv2_resunet._ext_trainer import register_ext_trainer_folder
+
     for variable, value in slurm.env(study_workspace.env).items():
         monkeypatch.setenv(variable, value)
+    register_ext_trainer_folder()  # as the .pth hook does at interpreter start
     monkeypatch.chdir(study_workspace.studies)
     trainer_class.cache_clear()  # the short trainers are found through this test's nnUNet_extTrainer
     folder = tmp_path / "submitit"
