@@ -231,3 +231,24 @@ def test_fold_all_goes_through_to_the_report(nnunet_folders, tmp_path):
     assert commands["train"][:4] == ["nnUNetv2_train", "901", "2d", "all"]
     assert commands["predict"][commands["predict"].index("-f") + 1] == "all"
     assert build_parser().parse_args(commands["report"][1:]).folds == ["all"]
+
+
+def test_reports_go_beside_nnunets_results_and_a_chosen_folder_is_found_again(nnunet_folders, tmp_path, monkeypatch):
+    """Without -o, reports go to $nnUNet_results/studies/<study>/ whatever the current folder; a run with -o DIR
+    records DIR there, so a later status without -o finds the reports, until -o names the default again."""
+    path = tmp_path / "where.toml"
+    path.write_text('name = "where"\n[[datasets]]\nid = 901\n[[models]]\nconfiguration = "2d"\n'
+                    'trainers = ["nnUNetTrainer"]\n')
+    study = load_study(path)
+    home = nnunet_folders / "results" / "studies" / "where"
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    assert NnUNetFolders.from_environment(study).reports == home
+    NnUNetFolders.from_environment(study, "mine").remember_reports(study)  # relative: from the current folder
+    monkeypatch.chdir(tmp_path)
+    assert NnUNetFolders.from_environment(study).reports == tmp_path / "elsewhere" / "mine" / "where"
+    before = (home / "reports_folder.json").stat().st_mtime_ns
+    NnUNetFolders.from_environment(study).remember_reports(study)  # the same again: nothing written
+    assert (home / "reports_folder.json").stat().st_mtime_ns == before
+    NnUNetFolders.from_environment(study, home.parent).remember_reports(study)
+    assert NnUNetFolders.from_environment(study).reports == home and not (home / "reports_folder.json").exists()

@@ -18,9 +18,7 @@ from nnunet_workspace import SYNTHETIC_NAME, console_script, process_alive
 from nnunetv2_resunet.studies import cli
 from nnunetv2_resunet.studies.checks import trainer_class
 from nnunetv2_resunet.studies.locks import RunLock, read_lock
-from nnunetv2_resunet.studies.runs import NnUNetFolders
 from nnunetv2_resunet.studies.state import checkpoint_problem
-from nnunetv2_resunet.studies.study_file import load_study
 
 
 def study_in_process(study_workspace, monkeypatch, capsys, cwd, *argv) -> tuple[int, str, str]:
@@ -81,19 +79,13 @@ def test_a_study_runs_end_to_end_and_a_rerun_changes_nothing(study_workspace, lo
 
 
 def test_status_finds_the_report_from_any_folder(study_workspace, local_study, tmp_path, monkeypatch, capsys):
-    """The report is in the study's folder under $nnUNet_results, so status finds it from anywhere (in this process);
-    reports that `run -o DIR` put elsewhere are recorded there and found without -o, until -o names the default."""
+    """The report is in the study's folder under $nnUNet_results, so status finds it from anywhere (in this process;
+    test_study_checks has the record of reports that `-o DIR` put elsewhere)."""
     code, out, err = study_in_process(study_workspace, monkeypatch, capsys, tmp_path, "status", local_study)
     assert code == 0, err
     assert re.search(rf"report\s+{SYNTHETIC_NAME}\s+folds 0\s+done", out), out
     assert list(tmp_path.iterdir()) == []
 
-    study = load_study(local_study)
-    home = study_workspace.nnunet.results / "studies" / "tiny"
-    NnUNetFolders.from_environment(study, tmp_path / "mine").remember_reports(study)
-    assert NnUNetFolders.from_environment(study).reports == tmp_path / "mine" / "tiny"
-    NnUNetFolders.from_environment(study, home.parent).remember_reports(study)
-    assert NnUNetFolders.from_environment(study).reports == home and not (home / "reports_folder.json").exists()
 
 
 def _assert_resenc_repeats_and_ablation(study_workspace, report, summary) -> None:
