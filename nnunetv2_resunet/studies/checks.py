@@ -20,6 +20,7 @@ from functools import cache
 from pathlib import Path
 
 from nnunetv2_resunet.studies.runs import NnUNetFolders, converted, dataset_folder
+from nnunetv2_resunet.studies.state import inherited
 from nnunetv2_resunet.studies.study_file import DatasetSpec, Study, StudyFileError
 
 # What nnU-Net's planner writes (3d_lowres and the cascade only for large images), and their patch dimensions.
@@ -106,17 +107,7 @@ def _planned_dimensions(folders: NnUNetFolders, name: str, plans: str) -> dict[s
     if not path.is_file():
         return None
     configurations = json.loads(path.read_text(encoding="utf-8"))["configurations"]
-
-    def dimensions(configuration: str) -> int:
-        seen = set()
-        while configuration in configurations and configuration not in seen:
-            seen.add(configuration)
-            if "patch_size" in configurations[configuration]:
-                return len(configurations[configuration]["patch_size"])
-            configuration = configurations[configuration].get("inherits_from", "")
-        return 3
-
-    return {c: dimensions(c) for c in configurations}
+    return {c: len(inherited(configurations, c, "patch_size") or (0, 0, 0)) for c in configurations}
 
 
 def _configuration_problems(study: Study, folders: NnUNetFolders) -> list[str]:

@@ -187,13 +187,14 @@ def predict_state(run: Run, attempt: LastAttempt | None, file_ending: str) -> Ru
     return _unfinished(run, attempt, partial, "--continue_prediction" if done else "")
 
 
-def _data_identifier(configurations: dict, name: str) -> str | None:
+def inherited(configurations: dict, name: str, key: str):
+    """A configuration's ``key`` in nnU-Net's plans, following ``inherits_from``; None when no ancestor has it."""
     seen = set()
     while name in configurations and name not in seen:
         seen.add(name)
         config = configurations[name]
-        if "data_identifier" in config:
-            return config["data_identifier"]
+        if key in config:
+            return config[key]
         name = config.get("inherits_from", "")
     return None
 
@@ -212,8 +213,8 @@ def unprepared_configurations(run: Run, num_training: int) -> list[str] | None:
     if absent:
         raise ValueError(f"{plans_file} has no configuration {', '.join(absent)} (nnU-Net planned "
                          f"{', '.join(configurations)})")
-    missing = [c for c in run.configurations
-               if len(list((run.folder / (_data_identifier(configurations, c) or "?")).glob("*.pkl"))) < num_training]
+    missing = [c for c in run.configurations if len(list(
+        (run.folder / (inherited(configurations, c, "data_identifier") or "?")).glob("*.pkl"))) < num_training]
     if not missing and len(list((run.folder / "gt_segmentations").glob("*"))) < num_training:
         missing = list(run.configurations)
     return missing
