@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
+import re
 import sys
 import uuid
 from collections.abc import Callable, Sequence
@@ -132,6 +133,11 @@ NNUNET_PREPROCESSED_FILES = ("dataset_fingerprint.json", "dataset.json", SPLITS_
 NNUNET_PREPROCESSED_FOLDERS = ("gt_segmentations",)
 #: Files of nnU-Net's preprocessed case folders (blosc2, npz, npy arrays and their pickled properties).
 PREPROCESSED_ARRAY_SUFFIXES = (".b2nd", ".npz", ".npy", ".pkl")
+#: What ``nnUNetv2_resunet_study`` keeps beside a dataset's preprocessed data (``studies/runs.py``): the log and the
+#: SLURM record of its preprocessing describe the dataset they were made from (replaced with it), and its lock, while
+#: there, says that a study is preprocessing the dataset now.
+STUDY_RECORD = re.compile(r"study_preprocess_.+\.(log|slurm)")
+STUDY_LOCK = re.compile(r"study_preprocess_.+\.lock(\..+)?")
 
 
 def _plans_data_folders(path: Path) -> set[str] | None:
@@ -150,7 +156,8 @@ def _plans_data_folders(path: Path) -> set[str] | None:
 
 
 def classify_preprocessed(folder: Path) -> tuple[list[str], list[str]]:
-    """Split the entries of ``nnUNet_preprocessed/DatasetXXX_Name`` into nnU-Net's own outputs and anything else.
+    """Split the entries of ``nnUNet_preprocessed/DatasetXXX_Name`` into nnU-Net's own outputs (and a study's records
+    of making them, :data:`STUDY_RECORD`) and anything else.
 
     nnU-Net's outputs (fingerprint, plans, their preprocessed data folders, ``gt_segmentations``, its copy of
     dataset.json, the split) all describe the dataset they were made from, so a re-converted dataset makes them stale:
@@ -178,7 +185,8 @@ def classify_preprocessed(folder: Path) -> tuple[list[str], list[str]]:
             recognised = name in NNUNET_PREPROCESSED_FOLDERS or name in data_folders or arrays_only
             (known if recognised else unknown).append(f"{name}/")
         else:
-            (known if name in NNUNET_PREPROCESSED_FILES or name in plans_files else unknown).append(name)
+            ours = name in NNUNET_PREPROCESSED_FILES or name in plans_files or STUDY_RECORD.fullmatch(name)
+            (known if ours else unknown).append(name)
     return known, unknown
 
 
@@ -238,6 +246,13 @@ def check_target(dataset_id: int, name: str, overwrite: bool, source: Path, repo
         return target
     if not target.preprocessed.is_dir():
         raise ConversionError(f"{target.preprocessed}: expected a folder (nnU-Net's preprocessed data), found a file")
+    locks = sorted(p for p in target.preprocessed.iterdir() if STUDY_LOCK.fullmatch(p.name))
+    if locks:
+        raise ConversionError(
+            f"{locks[0]}: nnUNetv2_resunet_study is preprocessing this dataset (the lock says: "
+            f"{locks[0].read_text(errors='replace').strip() or 'nothing yet'}); wait until it has finished, or, if no "
+            "study runs any more (it was killed), delete the lock and re-run"
+        )
     known, unknown = classify_preprocessed(target.preprocessed)
     if not (known or unknown):
         return target

@@ -1,7 +1,9 @@
 """Studies: a whole comparison (datasets x trainers x folds, test-set predictions, one report) as one command,
 ``nnUNetv2_resunet_study``, run on this machine or submitted to SLURM.
 
-A study file (TOML, :mod:`.study_file`) names what to run; :mod:`.runs` turns it into runs (preprocess, train per
+A study file (TOML, :mod:`.study_file`) names what to run and where each dataset comes from (:mod:`.sources`, our
+converters as data); :mod:`.checks` says, for every subcommand alike, everything that stops it from running;
+:mod:`.runs` turns it into runs (preprocess, train per
 fold, predict, report) with their dependencies; :mod:`.state` reads each run's state from nnU-Net's own files
 (checkpoints, validation summaries, predictions), so the status is always what is on disk and no database of our
 own can disagree with it; :mod:`.locks` keeps two invocations off the same run; :mod:`.execute` runs one run

@@ -12,8 +12,6 @@ finished results are never overwritten, and a run that another invocation holds 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
 import os
 import shutil
 import signal
@@ -25,8 +23,6 @@ from pathlib import Path
 from nnunetv2_resunet.studies.runs import NnUNetFolders, build_runs
 from nnunetv2_resunet.studies.state import Status, study_states
 from nnunetv2_resunet.studies.study_file import Study, StudyFileError, load_study
-
-DEFAULT_REPORTS = "results"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -42,8 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
     for name, text in helps.items():
         sub = commands.add_parser(name, help=text, description=text)
         sub.add_argument("study", help="the study file (TOML), e.g. studies/thesis_ladder.toml")
-        sub.add_argument("-o", dest="reports", default=DEFAULT_REPORTS,
-                         help="folder under which the report goes, as <this>/<study name>/ (default: ./results)")
+        sub.add_argument("-o", dest="reports", default=None,
+                         help="folder under which the reports go, as <this>/<study name>/ (default: where the last "
+                              "run or submit with -o put them, else $nnUNet_results/studies)")
         if name in ("plan", "run", "submit"):
             sub.add_argument("-device", default="cuda", choices=["cuda", "cpu", "mps"],
                              help="nnU-Net's -device for training and prediction (default cuda)")
@@ -81,30 +78,32 @@ def options_from(args: argparse.Namespace):
     return Options(device=args.device, num_processes=args.num_processes or default_num_processes)
 
 
-def check_trainers(study: Study) -> None:
-    """Every trainer must be one nnU-Net's own lookup finds (as nnUNetv2_train will), and every weights file must
-    exist, before anything starts."""
-    from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
+def plan_text(study: Study, runs: list, states: dict, folders: NnUNetFolders, options) -> str:
+    """The plan: every run with the command that does what is left of it (for a dataset not converted yet, its
+    preprocessing starts with the converter command its study file names)."""
+    from nnunetv2_resunet.studies.execute import command_for, init_weights_command
+    from nnunetv2_resunet.studies.progress import format_plan
+    from nnunetv2_resunet.studies.runs import converted
+    from nnunetv2_resunet.studies.state import ready
 
-    unknown = []
-    for trainer in dict.fromkeys(m.trainer for m in study.models):
-        with contextlib.redirect_stdout(io.StringIO()):
-            try:
-                recursive_find_trainer_class_by_name(trainer)
-            except (RuntimeError, AssertionError):
-                unknown.append(trainer)
-    if unknown:
-        budgets = ""
-        if study.epochs is not None:
-            from nnunetv2_resunet.training.budgets import EPOCH_BUDGETS
-
-            budgets = f" (epochs = {study.epochs}: the budgets nnU-Net and this plugin provide are " \
-                      f"{', '.join(map(str, EPOCH_BUDGETS))})"
-        raise StudyFileError(f"{study.path}: nnU-Net finds no trainer named {', '.join(unknown)}{budgets}")
-    missing = sorted({str(m.weights) for m in study.models if m.weights is not None and not m.weights.is_file()})
-    if missing:
-        raise StudyFileError(f"{study.path}: weights: no such file {', '.join(missing)} (the published files, as "
-                             f"released; docs/models.md says where each comes from)")
+    specs = {d.id: d for d in study.datasets}
+    commands = {}
+    for r in runs:
+        if states[r.key].status == Status.DONE or (r.stage == "report" and not ready(r, states)):
+            continue
+        try:
+            command = command_for(r, runs, states, folders, options)
+        except (OSError, ValueError, RuntimeError) as error:  # a problem listed below the plan
+            commands[r.key] = f"(no command: {error})"
+            continue
+        if command is None:  # planned and prepared: nothing left
+            continue
+        steps = [init_weights_command(r), command] if "-pretrained_weights" in command else [command]
+        convert = specs[r.dataset_id].convert
+        if r.stage == "preprocess" and not converted(folders, r.dataset) and convert is not None:
+            steps.insert(0, convert.command(r.dataset_id))
+        commands[r.key] = " && ".join(subprocess.list2cmdline(c) for c in steps)
+    return format_plan(runs, states, commands, folders)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -120,29 +119,31 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 def dispatch(args: argparse.Namespace) -> int:
-    from nnunetv2_resunet.studies.progress import format_plan, format_status
+    from nnunetv2_resunet.studies.checks import StudyProblems, study_problems
+    from nnunetv2_resunet.studies.progress import format_status
 
     study = load_study(args.study)
     folders = NnUNetFolders.from_environment(study, args.reports)
     runs = build_runs(study, folders)
-    if args.command == "status":
-        print(format_status(study, runs, study_states(runs, folders.raw), folders))
-        return 0
-    options = options_from(args)
-    if args.command == "plan":
-        from nnunetv2_resunet.studies.execute import command_for, init_weights_command
-        from nnunetv2_resunet.studies.state import ready
+    problems = study_problems(study, folders)  # the same checks for every subcommand
+    if args.command in ("status", "plan"):  # the table first, then every problem
+        from dataclasses import replace
+
+        from nnunetv2_resunet.studies.slurm import queued_jobs
 
         states = study_states(runs, folders.raw)
-        commands = {}
-        for r in runs:
-            if states[r.key].status != Status.DONE and (r.stage != "report" or ready(r, states)):
-                command = command_for(r, runs, states, folders, options)
-                steps = [init_weights_command(r), command] if "-pretrained_weights" in command else [command]
-                commands[r.key] = " && ".join(subprocess.list2cmdline(c) for c in steps)
-        print(format_plan(runs, states, commands, folders))
+        for key, job in queued_jobs(runs, states, strict=False).items():  # submitted, not started: no lock yet
+            states[key] = replace(states[key], detail="; ".join(filter(None, [f"SLURM job {job}", states[key].detail])))
+        print(format_status(study, runs, states, folders) if args.command == "status" else
+              plan_text(study, runs, states, folders, options_from(args)))
+        if problems:
+            sys.stdout.flush()
+            raise StudyProblems(study.path, problems)
         return 0
-    check_trainers(study)
+    if problems:
+        raise StudyProblems(study.path, problems)
+    options = options_from(args)
+    folders.remember_reports(study)
     if args.command == "run":
         from nnunetv2_resunet.studies.local import run_study, slot_environments
 
@@ -162,7 +163,7 @@ def dispatch(args: argparse.Namespace) -> int:
 
     overrides = {k: getattr(args, k) for k in ("partition", "time", "gpus", "cpus", "mem_gb", "account", "qos",
                                                "constraint")}
-    slurm_folder = Path(args.slurm_folder) if args.slurm_folder else folders.results / "studies" / study.name / "slurm"
+    slurm_folder = Path(args.slurm_folder) if args.slurm_folder else folders.home(study) / "slurm"
     submitted = submit_study(study, runs, folders, options, overrides, slurm_folder.absolute())
     if not submitted:
         print(f"Study {study.name}: nothing to submit (every run is done, running or needs attention).")

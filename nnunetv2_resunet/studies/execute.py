@@ -74,8 +74,10 @@ def preprocess_command(run: Run, folders: NnUNetFolders, options: Options) -> li
     nnU-Net's ResEnc plans (and ours) share the default plans' 2d and 3d_fullres data: planning them must not
     rewrite data that other runs may be training on (nnU-Net's resenc_presets.md: plan only)."""
     np_args = ["-np", str(options.num_processes)]
-    num_training = json.loads((folders.raw / run.dataset / "dataset.json").read_text())["numTraining"]
-    missing = unprepared_configurations(run, num_training)
+    missing = None
+    if (run.folder / f"{run.plans}.json").is_file():
+        num_training = json.loads((folders.raw / run.dataset / "dataset.json").read_text())["numTraining"]
+        missing = unprepared_configurations(run, num_training)
     if missing is not None:  # planned already: never re-plan (that would rewrite the plans), prepare what is missing
         if not missing:
             return None

@@ -20,7 +20,7 @@ def display_path(path: Path | None, folders: NnUNetFolders) -> str:
     if path is None:
         return ""
     for variable, base in (("$nnUNet_results", folders.results), ("$nnUNet_preprocessed", folders.preprocessed),
-                           ("$nnUNet_raw", folders.raw), (f"results/{folders.reports.name}", folders.reports)):
+                           ("$nnUNet_raw", folders.raw)):
         try:
             return f"{variable}/{path.relative_to(base)}"
         except ValueError:

@@ -6,39 +6,73 @@ Where things go (nnU-Net's own layout wherever nnU-Net has one):
 * preprocess: ``$nnUNet_preprocessed/DatasetXXX_Name/`` (plans file, data folders);
 * train: ``$nnUNet_results/DatasetXXX_Name/TRAINER__PLANS__CONFIGURATION/fold_N/``;
 * predict: ``$nnUNet_results/DatasetXXX_Name/TRAINER__PLANS__CONFIGURATION/predictions_<test set>_folds_<f>/``;
-* report: ``<results>/<study name>/DatasetXXX_Name/`` (``results/`` of the current folder by default).
+* report: ``$nnUNet_results/studies/<study name>/DatasetXXX_Name/`` (``-o DIR``: ``DIR/<study name>/...``, which
+  later commands then find without ``-o``).
 
-Each run's lock and log (``study_<stage>...lock/.log``) sit beside what it writes: in the fold folder, the
-prediction folder, the report folder; for preprocessing, in the dataset's preprocessed folder (nnU-Net deletes and
-rewrites the data folders themselves).
+Each run's lock, log and SLURM record (``study_<stage>...lock/.log/.slurm``) sit beside what it writes: in the fold
+folder, the prediction folder, the report folder; for preprocessing, in the dataset's preprocessed folder (nnU-Net
+deletes and rewrites the data folders themselves; the converters recognise these files on ``--overwrite``).
 """
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from nnunetv2_resunet.studies.study_file import DatasetSpec, Study, StudyFileError
 
+STUDIES_FOLDER = "studies"  # $nnUNet_results/studies/<study name>/: its reports, and submitit's files under slurm/
+REPORTS_RECORD = "reports_folder.json"  # there: where the reports went when `-o` named another folder
+
 
 @dataclass(frozen=True)
 class NnUNetFolders:
-    """nnU-Net's three folders (from its environment variables) and where reports go."""
+    """nnU-Net's three folders (from its environment variables), the study's own folder beside nnU-Net's results,
+    and where its reports go."""
 
     raw: Path
     preprocessed: Path
     results: Path
-    reports: Path  # <results>/<study name>
+    reports: Path  # default: $nnUNet_results/studies/<study name>
 
     @classmethod
-    def from_environment(cls, study: Study, reports_base: str | Path = "results") -> NnUNetFolders:
+    def from_environment(cls, study: Study, reports_base: str | Path | None = None) -> NnUNetFolders:
+        """nnU-Net's folders, and the reports under ``reports_base/<study name>``; without ``reports_base``, where
+        the last ``run`` or ``submit`` with ``-o`` put them (:meth:`remember_reports`), else in the study's folder,
+        ``$nnUNet_results/studies/<study name>``: the same from any current folder."""
         missing = [v for v in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results") if not os.environ.get(v)]
         if missing:
             raise StudyFileError(f"set nnU-Net's environment variables first: {', '.join(missing)} (the study reads "
                                  f"and writes nnU-Net's own folders)")
-        return cls(Path(os.environ["nnUNet_raw"]), Path(os.environ["nnUNet_preprocessed"]),
-                   Path(os.environ["nnUNet_results"]), Path(reports_base).absolute() / study.name)
+        results = Path(os.environ["nnUNet_results"])
+        home = results / STUDIES_FOLDER / study.name
+        if reports_base is not None:
+            reports = Path(reports_base).absolute() / study.name
+        else:
+            try:
+                reports = Path(json.loads((home / REPORTS_RECORD).read_text(encoding="utf-8"))["reports"])
+            except (OSError, ValueError, KeyError, TypeError):
+                reports = home
+        return cls(Path(os.environ["nnUNet_raw"]), Path(os.environ["nnUNet_preprocessed"]), results, reports)
+
+    def home(self, study: Study) -> Path:
+        """The study's own folder, ``$nnUNet_results/studies/<study name>``."""
+        return self.results / STUDIES_FOLDER / study.name
+
+    def remember_reports(self, study: Study) -> None:
+        """Record where the reports go when that is not the study's folder, so that every later command finds them
+        without ``-o``; forget it when they go there again."""
+        record = self.home(study) / REPORTS_RECORD
+        if self.reports == self.home(study):
+            record.unlink(missing_ok=True)
+            return
+        content = json.dumps({"reports": str(self.reports)}) + "\n"
+        if record.is_file() and record.read_text(encoding="utf-8") == content:
+            return  # a re-run writes nothing
+        record.parent.mkdir(parents=True, exist_ok=True)
+        record.write_text(content, encoding="utf-8")
 
 
 @dataclass(frozen=True)
@@ -84,6 +118,11 @@ class Run:
     def log_path(self) -> Path:
         return self._beside(".log")
 
+    @property
+    def slurm_path(self) -> Path:
+        """Which SLURM job was last submitted for the run (``submit`` writes it; a queued job is in progress)."""
+        return self._beside(".slurm")
+
     def _beside(self, ending: str) -> Path:
         if self.stage == "preprocess":
             return self.folder / f"study_preprocess_{self.plans}{ending}"
@@ -94,22 +133,34 @@ def folds_tag(folds: tuple[int | str, ...]) -> str:
     return "_".join(str(f) for f in folds)
 
 
-def dataset_name(dataset_id: int) -> str:
-    """nnU-Net's name for a dataset id, found in its folders; a clear error if it has not been converted."""
+def converted(folders: NnUNetFolders, name: str) -> bool:
+    """Whether ``$nnUNet_raw/<name>`` holds a converted dataset (its dataset.json)."""
+    return (folders.raw / name / "dataset.json").is_file()
+
+
+def dataset_folder(dataset: DatasetSpec, folders: NnUNetFolders) -> str:
+    """nnU-Net's name for a dataset, ``DatasetXXX_Name``, found in its folders; for a dataset not converted yet,
+    the name its study file gives it (``[datasets.convert]``), or ``DatasetXXX_?``."""
     from nnunetv2.utilities.dataset_name_id_conversion import convert_id_to_dataset_name
 
     try:
-        return convert_id_to_dataset_name(dataset_id)
+        name = convert_id_to_dataset_name(dataset.id)
     except RuntimeError:
-        raise StudyFileError(f"dataset {dataset_id} is not in $nnUNet_raw ({os.environ.get('nnUNet_raw')}): convert "
-                             f"it first (e.g. nnUNetv2_resunet_convert_acdc -i SOURCE -d {dataset_id})") from None
+        name = None
+    if name is not None:
+        return name
+    return f"Dataset{dataset.id:03d}_{dataset.convert.name if dataset.convert is not None else '?'}"
 
 
 def test_set(folders: NnUNetFolders, dataset: DatasetSpec, name: str) -> tuple[Path, Path] | None:
-    """The test images and labels folders of a dataset, or None when it has no test set."""
+    """The test images and labels folders of a dataset, or None when it has no test set. For a dataset not yet
+    converted: the folders it will have, when its study file names them or names a source that writes them."""
     if dataset.test_images is None:
         return None
     images = folders.raw / name / dataset.test_images
+    if not converted(folders, name):
+        expected = dataset.test_images_explicit or (dataset.convert is not None and dataset.convert.writes_test_set)
+        return (images, folders.raw / name / dataset.test_labels) if expected else None
     if not images.is_dir():
         if dataset.test_images_explicit:
             raise StudyFileError(f"dataset {dataset.id}: test_images folder {images} does not exist")
@@ -118,10 +169,11 @@ def test_set(folders: NnUNetFolders, dataset: DatasetSpec, name: str) -> tuple[P
 
 
 def build_runs(study: Study, folders: NnUNetFolders) -> list[Run]:
-    """Every run of the study, each after the runs it needs (a valid order to run them in)."""
+    """Every run of the study, each after the runs it needs (a valid order to run them in). A dataset not converted
+    yet gets its runs too (the status shows them waiting; :mod:`.checks` says how to convert it)."""
     runs: list[Run] = []
     for dataset in study.datasets:
-        name = dataset_name(dataset.id)
+        name = dataset_folder(dataset, folders)
         models = study.models_for(dataset)
         tests = test_set(folders, dataset, name)
         # One preprocess run per plans, each after the one before: nnU-Net's ResEnc plans (and ours) share the 2d and

@@ -28,6 +28,7 @@ from nnunetv2_resunet.studies.locks import read_lock
 from nnunetv2_resunet.studies.runs import Run
 
 LOG_HEADER = "=== nnUNetv2_resunet_study"
+NOT_CONVERTED = "not in $nnUNet_raw yet: convert it (the command is listed below the table)"
 EXIT_LINE = re.compile(r"=== exit code (-?\d+) after ([\d.]+) s")
 EPOCH_LINE = re.compile(r": Epoch (\d+)\s*$", re.MULTILINE)
 # What our trainers write into nnU-Net's training log at the start (training/resunet_trainer.py).
@@ -186,13 +187,14 @@ def predict_state(run: Run, attempt: LastAttempt | None, file_ending: str) -> Ru
     return _unfinished(run, attempt, partial, "--continue_prediction" if done else "")
 
 
-def _data_identifier(configurations: dict, name: str) -> str | None:
+def inherited(configurations: dict, name: str, key: str):
+    """A configuration's ``key`` in nnU-Net's plans, following ``inherits_from``; None when no ancestor has it."""
     seen = set()
     while name in configurations and name not in seen:
         seen.add(name)
         config = configurations[name]
-        if "data_identifier" in config:
-            return config["data_identifier"]
+        if key in config:
+            return config[key]
         name = config.get("inherits_from", "")
     return None
 
@@ -211,8 +213,8 @@ def unprepared_configurations(run: Run, num_training: int) -> list[str] | None:
     if absent:
         raise ValueError(f"{plans_file} has no configuration {', '.join(absent)} (nnU-Net planned "
                          f"{', '.join(configurations)})")
-    missing = [c for c in run.configurations
-               if len(list((run.folder / (_data_identifier(configurations, c) or "?")).glob("*.pkl"))) < num_training]
+    missing = [c for c in run.configurations if len(list(
+        (run.folder / (inherited(configurations, c, "data_identifier") or "?")).glob("*.pkl"))) < num_training]
     if not missing and len(list((run.folder / "gt_segmentations").glob("*"))) < num_training:
         missing = list(run.configurations)
     return missing
@@ -323,8 +325,12 @@ def study_states(runs: list[Run], raw: Path, own: str = "") -> dict[str, RunStat
     for run in runs:
         if run.stage != "report":
             if run.dataset not in dataset_jsons:
-                dataset_jsons[run.dataset] = json.loads((raw / run.dataset / "dataset.json").read_text())
-            states[run.key] = file_state(run, dataset_jsons[run.dataset], check_lock=run.key != own)
+                path = raw / run.dataset / "dataset.json"
+                dataset_jsons[run.dataset] = json.loads(path.read_text()) if path.is_file() else None
+            if dataset_jsons[run.dataset] is None:  # not converted yet: nothing of it can have started
+                states[run.key] = RunState(Status.WAITING, NOT_CONVERTED if run.stage == "preprocess" else "")
+            else:
+                states[run.key] = file_state(run, dataset_jsons[run.dataset], check_lock=run.key != own)
     for run in runs:
         if run.stage == "report":
             holder = read_lock(run.lock_path) if run.key != own else None

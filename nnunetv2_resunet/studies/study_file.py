@@ -3,7 +3,7 @@ SLURM resources. Read and checked here, at the edge: every problem is one :class
 and the key.
 
 ```toml
-name = "acdc_1epoch"          # results go to results/acdc_1epoch/
+name = "acdc_1epoch"          # reports go to $nnUNet_results/studies/acdc_1epoch/
 epochs = 1                    # optional: every trainer at nnU-Net's budget variant <trainer>_1epoch
 folds = [0]                   # default [0, 1, 2, 3, 4]
 # repeats = 3                 # optional: every training 3 times, as seeded repeats <trainer>_seed0 .. _seed2
@@ -15,6 +15,12 @@ plans = "nnUNetPlans"         # default; with gpu_memory_target, the name nnU-Ne
 # planner = "resunet"         # optional: nnUNetv2_resunet_plan instead of nnU-Net's planner (2d only)
 # test_images = "imagesTs"    # default: imagesTs when the dataset has one; "" for none
 # test_labels = "labelsTs"    # default: labelsTs beside it
+
+[datasets.convert]            # optional: how the dataset is made; `status` and `plan` print the command while it
+converter = "acdc"            # is missing, and every command checks a converted dataset's split against it
+split = "transunet"           # ACDC: "nnunet" (the converter's default, 5 folds) or "transunet" (the papers')
+name = "ACDCTransUNet"        # DatasetXXX_<name>; default the converter's (Synapse, ACDC, AVT)
+# spacing = [0.76, 0.76, 3]   # for a release that stores none; hu_shift = "none" for AVT; source = "/data/ACDC"
 
 [[models]]
 configuration = "2d"
@@ -44,6 +50,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from nnunetv2_resunet.studies.sources import CHOICES, CONVERTERS, SOURCE_PLACEHOLDER, DatasetSource
+
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # Python 3.10: the same parser, published as tomli
@@ -65,7 +73,8 @@ SEED_SUFFIX = re.compile(r"_seed\d+$")
 SLURM_KEYS = {"partition": str, "time": (str, int), "gpus": int, "cpus": int, "mem_gb": (int, float), "account": str,
               "qos": str, "constraint": str, "setup": list, "array_parallelism": int, "additional": dict}
 TOP_KEYS = {"name", "description", "epochs", "repeats", "folds", "datasets", "models", "slurm"}
-DATASET_KEYS = {"id", "plans", "gpu_memory_target", "planner", "folds", "test_images", "test_labels"}
+DATASET_KEYS = {"id", "plans", "gpu_memory_target", "planner", "folds", "test_images", "test_labels", "convert"}
+CONVERT_KEYS = {"converter", "name", "source", "split", "spacing", "hu_shift"}
 MODEL_KEYS = {"configuration", "trainers", "datasets", "weights", "planner", "plans", "gpu_memory_target", "repeats"}
 
 
@@ -95,6 +104,7 @@ class DatasetSpec:
     test_images: str | None = "imagesTs"  # relative to $nnUNet_raw/DatasetXXX_Name, or absolute; None: no test set
     test_labels: str = "labelsTs"
     test_images_explicit: bool = False  # the file named it: a missing folder is an error, not "no test set"
+    convert: DatasetSource | None = None  # how it is made ([datasets.convert]); None: the file does not say
 
     @property
     def plans_spec(self) -> PlansSpec:
@@ -198,7 +208,35 @@ def _dataset(check: _Checker, entry: dict, where: str, folds: tuple) -> DatasetS
         folds=check.folds(entry["folds"], f"{where}.folds") if "folds" in entry else folds,
         test_images=(test_images or None) if test_images is not None else "imagesTs",
         test_labels=check.typed(entry, "test_labels", str, where=where) or "labelsTs",
-        test_images_explicit=bool(test_images))
+        test_images_explicit=bool(test_images),
+        convert=_convert(check, entry["convert"], f"{where}.convert") if "convert" in entry else None)
+
+
+def _convert(check: _Checker, table: Any, where: str) -> DatasetSource:
+    if not isinstance(table, dict):
+        check.fail(where, "must be a table ([datasets.convert] under its [[datasets]])")
+    check.known(table, CONVERT_KEYS, where)
+    converter = check.typed(table, "converter", str, required=True, where=where)
+    if converter not in CONVERTERS:
+        check.fail(f"{where}.converter", f"must be one of {list(CONVERTERS)}, got {converter!r}")
+    given = sorted(set(table) - {"converter", "name", "source"} - set(CONVERTERS[converter].options))
+    if given:
+        check.fail(where, f"{given} is not an option of {CONVERTERS[converter].command} (it takes "
+                          f"{list(CONVERTERS[converter].options)})")
+    name = check.typed(table, "name", str, where=where) or CONVERTERS[converter].default_name
+    if not re.fullmatch(r"[A-Za-z0-9-]+", name):
+        check.fail(f"{where}.name", f"letters, digits and '-' only (the converters' rule), got {name!r}")
+    for key, choices in CHOICES.items():
+        value = check.typed(table, key, str, where=where)
+        if value is not None and value not in choices:
+            check.fail(f"{where}.{key}", f"must be one of {list(choices)}, got {value!r}")
+    spacing = check.typed(table, "spacing", list, where=where)
+    if spacing is not None and (len(spacing) != 3 or not all(
+            isinstance(s, (int, float)) and not isinstance(s, bool) and s > 0 for s in spacing)):
+        check.fail(f"{where}.spacing", f"must be three positive numbers [x, y, z] in mm, got {spacing!r}")
+    return DatasetSource(converter, name, check.typed(table, "source", str, where=where) or SOURCE_PLACEHOLDER,
+                         split=table.get("split"), spacing=tuple(float(s) for s in spacing) if spacing else None,
+                         hu_shift=table.get("hu_shift"))
 
 
 def _plans_spec(check: _Checker, entry: dict, where: str) -> PlansSpec | None:

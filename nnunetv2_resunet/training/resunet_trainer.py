@@ -44,6 +44,9 @@ class ResUnetTrainer(nnUNetTrainer):
     recipe: str = "nnU-Net"
     # NHWC on CUDA, with or without DDP (see prepare_network_for_training); a shell can switch it off.
     channels_last_on_cuda: bool = True
+    # The patch dimensions its networks take (check_2d refuses others); nnUNetv2_resunet_study checks a study's
+    # configurations against it before anything starts.
+    network_dimensions: tuple[int, ...] = (2,)
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):

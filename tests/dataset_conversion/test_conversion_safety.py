@@ -544,3 +544,27 @@ def test_a_failing_case_ends_the_run_with_its_error_while_others_convert(tmp_pat
         result = run_parallel_map(["ok", "ok", "fail", "ok", "ok", "ok"], tmp_path)
         assert result.returncode == 1
         assert result.stderr.strip().endswith("ConversionError: fail: this case is broken")
+
+
+def test_overwrite_replaces_what_a_study_recorded_and_waits_for_a_study_preprocessing_it(
+    tmp_path: Path, dirs: NnunetDirs
+) -> None:
+    """A dataset a study has preprocessed: the study's log and SLURM record of that preprocessing go with nnU-Net's
+    files on --overwrite; while a study holds its preprocessing lock, the conversion is refused, naming the lock."""
+    from nnunetv2_resunet.dataset_conversion.execute import check_target
+
+    (dirs.raw / SYNAPSE).mkdir()
+    (dirs.raw / SYNAPSE / "dataset.json").write_text("{}")
+    folder = dirs.preprocessed / SYNAPSE
+    (folder / "nnUNetPlans_2d").mkdir(parents=True)
+    (folder / "nnUNetPlans_2d" / "case0005.b2nd").write_bytes(b"old arrays")
+    (folder / "nnUNetPlans.json").write_text('{"plans_name": "nnUNetPlans", "configurations": {"2d": {}}}')
+    for name in ("dataset_fingerprint.json", "study_preprocess_nnUNetPlans.log", "study_preprocess_nnUNetPlans.slurm"):
+        (folder / name).write_text("{}")
+    target = check_target(801, "Synapse", True, tmp_path / "source")
+    assert sorted(target.stale) == ["dataset_fingerprint.json", "nnUNetPlans.json", "nnUNetPlans_2d/",
+                                    "study_preprocess_nnUNetPlans.log", "study_preprocess_nnUNetPlans.slurm"]
+    (folder / "study_preprocess_nnUNetPlans.lock").write_text('{"host": "node7", "pids": [41]}')
+    with pytest.raises(ConversionError, match=r"study_preprocess_nnUNetPlans\.lock: nnUNetv2_resunet_study is "
+                                              r"preprocessing this dataset \(the lock says: \{\"host\": \"node7\""):
+        check_target(801, "Synapse", True, tmp_path / "source")

@@ -377,3 +377,32 @@ def test_regions_and_ignore_label_from_dataset_json(tmp_path) -> None:
     report = (out / "report.md").read_text()
     assert "## Dice for regions (convention `physical`)" in report
     assert "| pred | 1 | 100.00 | 0.00 |" in report
+
+
+def test_fold_all_and_reports_beside_what_they_evaluate(tmp_path, monkeypatch) -> None:
+    """nnU-Net's fold ``all`` (trained and validated on every case, said so in the report), and without ``-o`` the
+    report goes into the dataset's results folder (``-d``) or the prediction folder (``--pred``), never into the
+    current folder."""
+    env = _fake_tree(tmp_path)
+    for variable in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
+        monkeypatch.setenv(variable, env[variable])
+    trainer_dir = tmp_path / "results" / DATASET / "ResUnetTrainer__nnUNetPlans__2d"
+    fold_all = trainer_dir / "fold_all" / "validation"
+    fold_all.mkdir(parents=True)
+    for prediction in trainer_dir.glob("fold_[01]/validation/*.nii.gz"):
+        shutil.copy(prediction, fold_all)
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    main(["-d", DATASET, "-c", "2d", "-tr", "ResUnetTrainer", "-f", "all", "-np", "1", "--no-plots"])
+    out = tmp_path / "results" / DATASET / "resunet_report"
+    (run,) = json.loads((out / "summary.json").read_text())["runs"]
+    assert (run["folds"], run["n_cases"]) == (["all"], 4)
+    assert "Fold `all`: nnU-Net trained it on every case and validated it on the same cases" in \
+        (out / "report.md").read_text()
+    test_pred = tmp_path / "test_pred"
+    main(["--pred", str(test_pred), "--gt", str(tmp_path / "raw" / DATASET / "labelsTs"), "--dataset-json",
+          str(trainer_dir / "dataset.json"), "-np", "1", "--no-plots"])
+    assert (test_pred / "resunet_report" / "report.md").is_file()
+    assert list((tmp_path / "elsewhere").iterdir()) == []
+    with pytest.raises(SystemExit):
+        main(["-d", DATASET, "-c", "2d", "-tr", "ResUnetTrainer", "-f", "al"])

@@ -93,6 +93,17 @@ cpus = 32
     (MINIMAL + "[slurm]\ngpu = 1\n", "slurm.gpu: unknown key"),
     (MINIMAL + "[slurm.train]\ngpus = 'one'\n", "slurm.train.gpus: must be int"),
     ("name = [\n", "not a valid TOML file"),
+    (MINIMAL.replace("id = 901", "id = 901\n[datasets.convert]\nconverter = 'kits'"),
+     "datasets[0].convert.converter: must be one of ['synapse', 'acdc', 'avt'], got 'kits'"),
+    (MINIMAL.replace("id = 901", "id = 901\n[datasets.convert]\nconverter = 'acdc'\nsplit = 'TransUNet'"),
+     "datasets[0].convert.split: must be one of ['nnunet', 'transunet']"),
+    (MINIMAL.replace("id = 901", "id = 901\n[datasets.convert]\nconverter = 'synapse'\nsplit = 'transunet'"),
+     "datasets[0].convert: ['split'] is not an option of nnUNetv2_resunet_convert_synapse (it takes ['spacing'])"),
+    (MINIMAL.replace("id = 901", "id = 901\nconvert = {converter = 'avt', spacing = [1, 1]}"),
+     "datasets[0].convert.spacing: must be three positive numbers"),
+    (MINIMAL.replace("id = 901", "id = 901\nconvert = {converter = 'avt', name = 'AVT_2d'}"),
+     "datasets[0].convert.name: letters, digits and '-' only"),
+    (MINIMAL.replace("id = 901", "id = 901\nconvert = 'acdc'"), "datasets[0].convert: must be a table"),
 ])
 def test_problems_are_named_with_file_and_key(tmp_path, text, problem):
     path = write(tmp_path, text)

@@ -15,8 +15,26 @@ import torch
 from conftest import ABLATION_SHORT, DEFAULT_SHORT, RESUMABLE, RESUNET_SHORT, V1_SHORT, write_study
 from nnunet_workspace import SYNTHETIC_NAME, console_script, process_alive
 
+from nnunetv2_resunet.studies import cli
+from nnunetv2_resunet.studies.checks import trainer_class
 from nnunetv2_resunet.studies.locks import RunLock, read_lock
 from nnunetv2_resunet.studies.state import checkpoint_problem
+
+
+def study_in_process(study_workspace, monkeypatch, capsys, cwd, *argv) -> tuple[int, str, str]:
+    """``nnUNetv2_resunet_study ARGV`` in this process, in the workspace's environment (with our trainer folder, as
+    the .pth hook adds it at interpreter start) and ``cwd``: exit code, stdout, stderr."""
+    from nnunetv2_resunet._ext_trainer import register_ext_trainer_folder
+
+    for variable, value in study_workspace.env.items():
+        monkeypatch.setenv(variable, value)
+    register_ext_trainer_folder()
+    trainer_class.cache_clear()  # the short trainers are found through the workspace's nnUNet_extTrainer
+    monkeypatch.chdir(cwd)
+    with pytest.raises(SystemExit) as exited:
+        cli.main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return exited.value.code, out, err
 
 
 def outputs(root) -> dict[str, float]:
@@ -37,7 +55,8 @@ def test_a_study_runs_end_to_end_and_a_rerun_changes_nothing(study_workspace, lo
     assert "=== command: nnUNetv2_train 901 2d 0 -tr nnUNetTrainer_short -p nnUNetPlans -device cpu\n" in log
     assert "=== exit code 0 after" in log
 
-    report = study_workspace.studies / "results" / "tiny"
+    report = study_workspace.nnunet.results / "studies" / "tiny"  # beside nnU-Net's results, not in the current folder
+    assert not (study_workspace.studies / "results").exists()
     summary = json.loads((report / SYNTHETIC_NAME / "summary.json").read_text())
     models = [(DEFAULT_SHORT, "nnUNetPlans"), (DEFAULT_SHORT, "nnUNetResEncUNetMPlans"),
               (f"{V1_SHORT}_seed0", "nnUNetPlans"), (f"{V1_SHORT}_seed1", "nnUNetPlans"),
@@ -57,6 +76,16 @@ def test_a_study_runs_end_to_end_and_a_rerun_changes_nothing(study_workspace, lo
     assert outputs(study_workspace.nnunet.root) | outputs(report) == before  # nothing written, nothing overwritten
     plan = study_workspace.study("plan", local_study).stdout
     assert "$ " not in plan  # no command left to run
+
+
+def test_status_finds_the_report_from_any_folder(study_workspace, local_study, tmp_path, monkeypatch, capsys):
+    """The report is in the study's folder under $nnUNet_results, so status finds it from anywhere (in this process;
+    test_study_checks has the record of reports that `-o DIR` put elsewhere)."""
+    code, out, err = study_in_process(study_workspace, monkeypatch, capsys, tmp_path, "status", local_study)
+    assert code == 0, err
+    assert re.search(rf"report\s+{SYNTHETIC_NAME}\s+folds 0\s+done", out), out
+    assert list(tmp_path.iterdir()) == []
+
 
 
 def _assert_resenc_repeats_and_ablation(study_workspace, report, summary) -> None:
@@ -240,17 +269,21 @@ def test_a_run_held_by_another_invocation_is_left_alone(study_workspace):
     assert not (folder / "nnUNetPlans_held.json").exists()
 
 
-def test_status_names_what_is_missing_before_anything_runs(study_workspace, tmp_path):
+def test_status_names_what_is_missing_before_anything_runs(study_workspace, tmp_path, monkeypatch, capsys):
+    """In this process (the check imports nnU-Net's trainers; a subprocess would pay for that again)."""
     study = tmp_path / "later.toml"
     study.write_text('name = "later"\n[[datasets]]\nid = 977\n[[models]]\nconfiguration = "2d"\n'
                      'trainers = ["nnUNetTrainer"]\n')
-    result = study_workspace.study("status", study, check=False)
-    assert result.returncode == 2
-    assert "dataset 977 is not in $nnUNet_raw" in result.stderr and "convert it first" in result.stderr
-    no_env = {k: v for k, v in study_workspace.env.items() if not k.startswith("nnUNet_")}
-    result = study_workspace.study("status", study, check=False, env=no_env)
-    assert result.returncode == 2
-    assert "set nnU-Net's environment variables first: nnUNet_raw, nnUNet_preprocessed, nnUNet_results" in result.stderr
+    code, _, err = study_in_process(study_workspace, monkeypatch, capsys, study_workspace.studies, "status", study)
+    assert code == 2
+    assert "dataset 977 is not in $nnUNet_raw" in err and "convert it first" in err
+    for variable in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
+        monkeypatch.delenv(variable)
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["status", str(study)])
+    assert exited.value.code == 2
+    assert "set nnU-Net's environment variables first: nnUNet_raw, nnUNet_preprocessed, nnUNet_results" in \
+        capsys.readouterr().err
 
 
 def test_runs_on_several_gpus_share_the_cpus_for_augmentation(monkeypatch):

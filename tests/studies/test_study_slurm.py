@@ -163,10 +163,12 @@ def sacct(args):
 
 
 def squeue(args):
-    print("JOBID|STATE")
+    """What the study asks: --noheader --array --format=%A|%a|%T (one line per array task)."""
+    assert "--noheader" in args and "--array" in args and "--format=%A|%a|%T" in args, args
     for job in load():
         if job["state"] == "PENDING":
-            print(f"{job['id']}|PENDING")
+            for task in task_ids(job):
+                print(f"{job['id']}|{'N/A' if task is None else task}|PENDING")
 
 
 def scancel(args):
@@ -273,7 +275,7 @@ def test_a_resubmission_submits_only_what_is_missing_and_the_jobs_finish_it(stud
     assert train_job.result() == "done"  # what StudyJob returned, read back by submitit through sacct's records
     log = (study_workspace.model_dir(RESUNET_SHORT) / "fold_0" / "study_train.log").read_text()
     assert "=== exit code 0 after" in log
-    report = study_workspace.studies / "results" / "tiny_slurm" / SYNTHETIC_NAME
+    report = study_workspace.nnunet.results / "studies" / "tiny_slurm" / SYNTHETIC_NAME
     summary = json.loads((report / "summary.json").read_text())
     assert {r["label"] for r in summary["runs"]} == {f"{t} nnUNetPlans 2d ({s})" for t in (DEFAULT_SHORT, RESUNET_SHORT)
                                                     for s in ("cv", "test")}
@@ -318,3 +320,49 @@ def test_a_job_at_its_time_limit_is_requeued_and_resumes_with_c(study_workspace,
     assert epochs and epochs[0] >= 1  # resumed after the checkpointed epoch, not from epoch 0
     stderr = "".join(p.read_text() for p in folder.rglob("*_log.err"))
     assert "Caught signal SIGUSR2" in stderr and "this job is timed-out" in stderr
+
+
+def test_a_second_submit_before_the_jobs_start_submits_nothing_twice(study_workspace, tmp_path, monkeypatch, capsys):
+    """Jobs still queued (they hold no lock yet) count as in progress: submitting again submits nothing, status names
+    the queued jobs, and a trainer added meanwhile is submitted alone, its jobs after the queued ones, with the report
+    again after all of them. In this process, against the stand-in SLURM: nothing runs."""
+    from nnunetv2_resunet.studies import cli
+    from nnunetv2_resunet.studies.checks import trainer_class
+
+    slurm = FakeSlurm(tmp_path / "bin")
+    from nnunetv2_resunet._ext_trainer import register_ext_trainer_folder
+
+    for variable, value in slurm.env(study_workspace.env).items():
+        monkeypatch.setenv(variable, value)
+    register_ext_trainer_folder()  # as the .pth hook does at interpreter start
+    monkeypatch.chdir(study_workspace.studies)
+    trainer_class.cache_clear()  # the short trainers are found through this test's nnUNet_extTrainer
+    folder = tmp_path / "submitit"
+
+    def study_command(command: str, trainers: list[str]) -> str:
+        study = write_study(study_workspace.studies, "queued", trainers, folds=[0, 1],
+                            dataset_lines='plans = "nnUNetPlans_queued"\ngpu_memory_target = 1')
+        extra = ["--slurm_folder", str(folder), "-device", "cpu"] if command == "submit" else []
+        with pytest.raises(SystemExit) as exited:
+            cli.main([command, str(study), *extra])
+        out, err = capsys.readouterr()
+        assert exited.value.code == 0, err
+        return out
+
+    study_command("submit", [DEFAULT_SHORT, RESUNET_SHORT])
+    preprocess, train, predict, report = slurm.jobs
+    assert "nothing to submit" in study_command("submit", [DEFAULT_SHORT, RESUNET_SHORT])
+    assert len(slurm.jobs) == 4
+    status = study_command("status", [DEFAULT_SHORT, RESUNET_SHORT])
+    assert re.search(rf"{RESUNET_SHORT}__nnUNetPlans_queued__2d\s+fold_1\s+waiting\s+SLURM job {train['id']}_3 "
+                     rf"\(PENDING\); after preprocess", status), status
+
+    study_command("submit", [DEFAULT_SHORT, RESUNET_SHORT, RESUMABLE])
+    new_train, new_predict, new_report = slurm.jobs[4:]
+    assert submitted_keys(folder, new_train) == [f"train {SYNTHETIC_NAME} {RESUMABLE}__nnUNetPlans_queued__2d fold_{f}"
+                                                 for f in (0, 1)]
+    assert new_train["flags"]["dependency"] == f"afterok:{preprocess['id']}"
+    assert new_predict["flags"]["dependency"] == f"afterany:{train['id']}:{new_train['id']}"
+    assert new_report["flags"]["dependency"] == \
+        f"afterany:{train['id']}:{new_train['id']}:{predict['id']}:{new_predict['id']}"
+    assert submitted_keys(folder, new_report) == [f"report {SYNTHETIC_NAME}"]

@@ -137,13 +137,14 @@ def jobs_from_cross_validation(
     trainer_dir: str,
     gt_dir: str,
     file_ending: str,
-    folds: Sequence[int],
+    folds: Sequence[int | str],
     splits: list[dict] | None,
 ) -> tuple[list[CaseJob], list[MissingCase]]:
     """Jobs for the validation predictions of nnU-Net's cross-validation folds.
 
     A fold's cases are those in its ``validation`` folder, cross-checked with ``splits_final.json``: a case in the
-    fold's ``val`` list without a prediction is missing, a prediction for a case outside it is an error.
+    fold's ``val`` list without a prediction is missing, a prediction for a case outside it is an error. Fold
+    ``"all"`` (nnU-Net trains on every case and validates on the same cases) expects every case of the split.
 
     Raises:
         ValueError: if a fold has predictions for cases that are not in its validation split.
@@ -153,7 +154,13 @@ def jobs_from_cross_validation(
         validation_dir = os.path.join(trainer_dir, f"fold_{fold}", "validation")
         predicted = case_ids(validation_dir, file_ending)
         expected = None
-        if splits is not None:
+        if splits is not None and fold == "all":  # nnU-Net's fold_all validates on every case it trained on
+            expected = sorted({c for s in splits[:1] for c in (*s["train"], *s["val"])})
+            unexpected = sorted(set(predicted) - set(expected))
+            if unexpected:
+                raise ValueError(f"{validation_dir} has predictions for cases not in the dataset's split "
+                                 f"(splits_final.json): {unexpected}")
+        elif splits is not None:
             if fold >= len(splits):
                 raise ValueError(f"fold {fold} requested but splits_final.json has only {len(splits)} folds")
             expected = list(splits[fold]["val"])

@@ -46,7 +46,10 @@ from nnunetv2_resunet.evaluation.report.writing import (
     write_summary_json,
 )
 
-DEFAULT_OUTPUT = "results"
+# Without -o the report goes beside what it evaluates, where nnU-Net users look: into the dataset's results folder
+# (-d) or into the prediction folder (--pred), never into the current folder, where reports of different datasets
+# would overwrite each other.
+REPORT_FOLDER = "resunet_report"
 
 
 def _load_json(path: str) -> dict:
@@ -93,6 +96,16 @@ def _parse_test_pred(
     return parsed
 
 
+def fold_argument(value: str) -> int | str:
+    """A fold as nnUNetv2_train takes it: a number, or ``all`` (trained and validated on every case)."""
+    if value == "all":
+        return value
+    try:
+        return int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a fold is a number or 'all', got {value!r}") from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="nnUNetv2_resunet_report",
@@ -110,7 +123,8 @@ def build_parser() -> argparse.ArgumentParser:
                              "TRAINER__PLANS__CONFIGURATION (one model each)")
     nnunet.add_argument("-c", dest="configurations", nargs="+", default=[], help="configurations, e.g. 2d")
     nnunet.add_argument("-p", dest="plans", nargs="+", default=["nnUNetPlans"], help="plans identifiers")
-    nnunet.add_argument("-f", dest="folds", nargs="+", type=int, default=[0, 1, 2, 3, 4], help="folds (default 0-4)")
+    nnunet.add_argument("-f", dest="folds", nargs="+", type=fold_argument, default=[0, 1, 2, 3, 4],
+                        help="folds (default 0-4), or all (nnU-Net's fold_all)")
     nnunet.add_argument(
         "--test-pred",
         nargs="+",
@@ -120,7 +134,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     nnunet.add_argument("--test-gt", help="test-set references (default: $nnUNet_raw/DATASET/labelsTs)")
     parser.add_argument("--dataset-json", help="dataset.json with the label names (default: found beside the data)")
-    parser.add_argument("-o", dest="output", default=DEFAULT_OUTPUT, help="output folder (default: ./results)")
+    parser.add_argument("-o", dest="output", default=None,
+                        help=f"output folder (default: $nnUNet_results/DATASET/{REPORT_FOLDER} with -d, "
+                             f"PRED/{REPORT_FOLDER} with --pred)")
     parser.add_argument(
         "-np",
         dest="num_processes",
@@ -248,7 +264,8 @@ def _plan_from_nnunet(args: argparse.Namespace) -> Plan:
 
 
 def run_report(args: argparse.Namespace) -> dict:
-    """Evaluate, aggregate and write everything; returns the summary."""
+    """Evaluate, aggregate and write everything into ``args.output`` (set to the default folder when None);
+    returns the summary."""
     if bool(args.pred) == bool(args.dataset):
         raise ValueError("give either --pred/--gt or -d (with -tr/-c or --test-pred), not both or neither")
     plan = _plan_from_folders(args) if args.pred else _plan_from_nnunet(args)
@@ -269,6 +286,11 @@ def run_report(args: argparse.Namespace) -> dict:
     summary = build_summary(plan.dataset_name, plan.runs, records, targets, missing, published_key, plan.costs)
     labels = [t.name for t in targets if not t.is_region]
     summary["paired"] = compare(records, plan.runs, labels, args.reference)
+    if args.output is None:
+        from nnunetv2.paths import nnUNet_results
+
+        beside = args.pred if args.pred else os.path.join(nnUNet_results.require(), plan.dataset_name)
+        args.output = os.path.join(beside, REPORT_FOLDER)
     os.makedirs(args.output, exist_ok=True)
     write_per_case_csv(records, os.path.join(args.output, "per_case.csv"))
     write_paired_csv(summary["paired"], os.path.join(args.output, "paired.csv"))

@@ -160,6 +160,9 @@ def format_report(summary: dict) -> str:
         "Rows: (cv) = nnU-Net cross-validation, validation cases of all listed folds pooled; (test) = test set.",
         "",
     ]
+    if any("all" in r.get("folds", ()) for r in summary["runs"]):
+        lines += ["Fold `all`: nnU-Net trained it on every case and validated it on the same cases, so its (cv) "
+                  "row measures the training cases, not held-out ones; the (test) rows are the held-out estimate.", ""]
     for convention in CONVENTIONS:
         lines += [
             f"## Convention `{convention}` (HD95 in {HD95_UNITS[convention]})",

@@ -123,7 +123,7 @@ def build_summary(
         run_records = [r for r in records if r.job.run == run]
         if not run_records:
             continue
-        folds = sorted({r.job.fold for r in run_records if r.job.fold}, key=int)
+        folds = sorted({r.job.fold for r in run_records if r.job.fold}, key=lambda f: (not f.isdigit(), f.zfill(9)))
         per_fold = {}
         if len(folds) > 1:
             for fold in folds:
