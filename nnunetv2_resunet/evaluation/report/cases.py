@@ -7,6 +7,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from nnunetv2_resunet.command_line import UserError
 from nnunetv2_resunet.evaluation.case_metrics import Target
 
 
@@ -59,7 +60,7 @@ class CaseJob:
 
 @dataclass(frozen=True)
 class MissingCase:
-    """A case that could not be evaluated (reported with ``--allow-missing`` instead of raising)."""
+    """A case that could not be evaluated (reported with ``--allow_missing`` instead of raising)."""
 
     run: Run
     fold: str
@@ -82,7 +83,7 @@ def raise_or_collect(missing: list[MissingCase], allow_missing: bool) -> list[Mi
     if missing and not allow_missing:
         lines = "\n".join(f"  {m.run.label} fold {m.fold or '-'} case {m.case}: {m.reason}" for m in missing)
         raise MissingCaseError(
-            f"{len(missing)} case(s) cannot be evaluated (use --allow-missing to list them instead):\n{lines}"
+            f"{len(missing)} case(s) cannot be evaluated (use --allow_missing to list them instead):\n{lines}"
         )
     return missing
 
@@ -154,11 +155,11 @@ def jobs_from_cross_validation(
         expected = None
         if splits is not None:
             if fold >= len(splits):
-                raise ValueError(f"fold {fold} requested but splits_final.json has only {len(splits)} folds")
+                raise UserError(f"-f {fold}: splits_final.json has only {len(splits)} folds (0 to {len(splits) - 1})")
             expected = list(splits[fold]["val"])
             unexpected = sorted(set(predicted) - set(expected))
             if unexpected:
-                raise ValueError(
+                raise UserError(
                     f"{validation_dir} has predictions for cases not in fold {fold}'s validation split "
                     f"(splits_final.json): {unexpected}"
                 )
@@ -182,7 +183,7 @@ def targets_from_dataset_json(dataset_json: dict) -> tuple[list[Target], int | N
     from nnunetv2.utilities.label_handling.label_handling import LabelManager  # imports torch: keep it lazy
 
     if "labels" not in dataset_json:
-        raise ValueError(f"dataset.json has no 'labels' entry; keys: {sorted(dataset_json)}")
+        raise UserError(f"dataset.json has no 'labels' entry; keys: {sorted(dataset_json)}")
     manager = LabelManager(dataset_json["labels"], dataset_json.get("regions_class_order"))
     names: dict[int | tuple[int, ...], str] = {}
     for name, value in dataset_json["labels"].items():
