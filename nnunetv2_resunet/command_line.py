@@ -15,7 +15,8 @@ stderr, ``PROG: error: ...``, and a non-zero exit status; any other exception is
 piped into ``head`` ends quietly.
 
 The checks every command makes at its edge are here too: :func:`nnunet_folder`, :func:`dataset_name`,
-:func:`existing_folder`, :func:`existing_file`, :func:`trainer_class`, :func:`torch_device`.
+:func:`existing_folder`, :func:`existing_file`, :func:`output_folder`, :func:`trainer_class`,
+:func:`torch_device`.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import os
 import re
 import sys
 import traceback
+import warnings
 from collections.abc import Callable, Sequence
 
 DEBUG_VARIABLE = "nnUNet_resunet_debug"
@@ -77,14 +79,14 @@ class CommandParser(argparse.ArgumentParser):
                 continue
             if len(token) < 3 or token[0] != "-" or not token[1].isalpha():
                 continue
-            glued = known.get(token[:2])
-            if glued is not None and glued.nargs != 0 and token[2].isalpha():
-                self.error(f"unrecognized option {token} (it would be read as {token[:2]} {token[2:]}): write "
-                           f"{token[:2]} VALUE with a space, or check the option's name")
             longer = sorted(o for o in known if o.startswith(name))
             if longer:
                 self.error(f"unrecognized option {name}: options are spelled out in full; did you mean "
                            f"{' or '.join(longer)}?")
+            glued = known.get(token[:2])
+            if glued is not None and glued.nargs != 0 and token[2].isalpha():
+                self.error(f"unrecognized option {token} (it would be read as {token[:2]} {token[2:]}): write "
+                           f"{token[:2]} VALUE with a space, or check the option's name")
 
 
 def add_option(container, *names: str, old: Sequence[str] = (), **kwargs) -> argparse.Action:
@@ -176,6 +178,9 @@ def run_command(body: Callable[[list[str]], int | None], argv: Sequence[str] | N
         printed as one line (with its traceback under ``--debug``); 1 when stdout was closed early (``| head``).
     """
     argv = list(sys.argv[1:] if argv is None else argv)
+    # timm 1.0's hrnet calls torch.jit.interface at import, which recent torch releases deprecate: two lines on
+    # every start that a user can do nothing about, and that would bury the one line an error gets.
+    warnings.filterwarnings("ignore", message="`torch.jit.interface` is deprecated", category=FutureWarning)
     try:
         status = body(argv) or 0
         sys.stdout.flush()  # a closed pipe shows here, where it is caught, rather than at interpreter exit
@@ -229,14 +234,29 @@ def existing_file(path: str | os.PathLike, what: str, hint: str = "") -> str:
     return path
 
 
-def nnunet_folder(variable: str) -> str:
+def output_folder(path: str | os.PathLike, what: str) -> str:
+    """``path`` if it is a folder or can be made one (checked before the work, made by the caller after it); a
+    UserError naming ``what`` when a file is in the way."""
+    path = os.fspath(path)
+    existing = os.path.abspath(path)
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise UserError(f"{what} {path}: {existing} is a file, not a folder; give another output folder")
+    return path
+
+
+def nnunet_folder(variable: str, must_exist: bool = True) -> str:
     """The folder nnU-Net's environment variable ``variable`` (``nnUNet_raw`` ...) names; a UserError when it is
-    unset, missing or a file."""
-    value = os.environ.get(variable)
+    unset or a file, or missing while ``must_exist`` (nnU-Net creates nnUNet_preprocessed and nnUNet_results)."""
+    import nnunetv2.paths
+
+    value = getattr(nnunetv2.paths, variable)  # nnU-Net's own reading of the variable (its _EnvPath, or a str)
+    value = value.get() if hasattr(value, "get") else value
     if not value:
         raise UserError(f"{variable} is not set: export {variable}=/path/to/{variable} (nnU-Net's "
                         f"documentation/setting_up_paths.md)")
-    return existing_folder(value, variable)
+    return existing_folder(value, variable) if must_exist else output_folder(value, variable)
 
 
 def dataset_name(dataset: str | int) -> str:

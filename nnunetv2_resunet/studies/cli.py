@@ -22,6 +22,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from nnunetv2_resunet.command_line import add_option, command_parser, run_command, torch_device
 from nnunetv2_resunet.studies.runs import NnUNetFolders, build_runs
 from nnunetv2_resunet.studies.state import Status, study_states
 from nnunetv2_resunet.studies.study_file import Study, StudyFileError, load_study
@@ -30,9 +31,9 @@ DEFAULT_REPORTS = "results"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="nnUNetv2_resunet_study",
-        description="Run a study (datasets x trainers x folds, test-set predictions and one report) with nnU-Net, "
+    parser = command_parser(
+        "nnUNetv2_resunet_study",
+        "Run a study (datasets x trainers x folds, test-set predictions and one report) with nnU-Net, "
                     "on this machine or on SLURM. The state of every run is read from nnU-Net's own files.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="{status,plan,run,submit}")
     helps = {"status": "what is done, running, failed (with the log) or waiting",
@@ -67,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
             slurm.add_argument("-account")
             slurm.add_argument("-qos")
             slurm.add_argument("-constraint")
-            slurm.add_argument("--slurm_folder", default=None,
+            add_option(slurm, "-slurm_folder", old=["--slurm_folder"], default=None,
                                help="submitit's folder for job scripts and logs (default: "
                                     "$nnUNet_results/studies/<study name>/slurm)")
     return parser
@@ -107,16 +108,19 @@ def check_trainers(study: Study) -> None:
                              f"released; docs/models.md says where each comes from)")
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    args = build_parser().parse_args(argv)
-    try:
-        sys.exit(dispatch(args))
-    except StudyFileError as error:
-        print(f"nnUNetv2_resunet_study: error: {error}", file=sys.stderr)
-        sys.exit(2)
-    except KeyboardInterrupt:  # the runs it started were stopped and their exits logged; a re-run resumes them
-        print("nnUNetv2_resunet_study: interrupted (Ctrl-C); run the same command again to resume", file=sys.stderr)
-        sys.exit(128 + signal.SIGINT)
+def main(argv: Sequence[str] | None = None) -> int:
+    """Console entry point ``nnUNetv2_resunet_study``; returns the exit status (2 for a mistake in the study or
+    the command line)."""
+    def body(arguments: list[str]) -> int:
+        args = build_parser().parse_args(arguments)
+        try:
+            return dispatch(args)
+        except KeyboardInterrupt:  # the runs it started were stopped and their exits logged; a re-run resumes them
+            print("nnUNetv2_resunet_study: interrupted (Ctrl-C); run the same command again to resume",
+                  file=sys.stderr)
+            return 128 + signal.SIGINT
+
+    return run_command(body, argv, "nnUNetv2_resunet_study", user_errors=(StudyFileError,), error_status=2)
 
 
 def dispatch(args: argparse.Namespace) -> int:
@@ -143,6 +147,8 @@ def dispatch(args: argparse.Namespace) -> int:
         print(format_plan(runs, states, commands, folders))
         return 0
     check_trainers(study)
+    if args.command == "run" and args.device == "cuda":
+        torch_device(args.device)  # submit's jobs run on GPU nodes: only `run` needs one here
     if args.command == "run":
         from nnunetv2_resunet.studies.local import run_study, slot_environments
 

@@ -28,6 +28,7 @@ from nnunetv2_resunet.command_line import (
     existing_file,
     existing_folder,
     nnunet_folder,
+    output_folder,
     run_command,
 )
 from nnunetv2_resunet.evaluation.published import DATASET_NAMES, detect_published_dataset
@@ -254,6 +255,7 @@ def run_report(args: argparse.Namespace) -> dict:
     """Evaluate, aggregate and write everything; returns the summary."""
     if bool(args.pred) == bool(args.dataset):
         raise UserError("give either -pred/-gt or -d (with -tr/-c or -test_pred), not both or neither")
+    output_folder(args.output, "-o")
     plan = _plan_from_folders(args) if args.pred else _plan_from_nnunet(args)
     missing = raise_or_collect(plan.missing, args.allow_missing)
     if not plan.jobs:
