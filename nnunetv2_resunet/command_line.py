@@ -182,9 +182,10 @@ def run_command(body: Callable[[list[str]], int | None], argv: Sequence[str] | N
     # every start that a user can do nothing about, and that would bury the one line an error gets.
     warnings.filterwarnings("ignore", message="`torch.jit.interface` is deprecated", category=FutureWarning)
     try:
-        status = body(argv) or 0
-        sys.stdout.flush()  # a closed pipe shows here, where it is caught, rather than at interpreter exit
-        return status
+        try:
+            return body(argv) or 0
+        finally:  # a closed pipe shows here, where it is caught, rather than at interpreter exit (also after -h)
+            sys.stdout.flush()
     except BrokenPipeError:
         # CPython's recipe (signal module docs, "Note on SIGPIPE"): send the rest of the output to devnull.
         try:
@@ -195,12 +196,14 @@ def run_command(body: Callable[[list[str]], int | None], argv: Sequence[str] | N
         return 1
     except (UserError, *user_errors) as error:
         message = one_line(error)
+        caught = error
     except (RuntimeError, ValueError) as error:
         message = nnunet_complaint(error)
         if message is None:
             raise
+        caught = error
     if debugging(argv):
-        traceback.print_exc()
+        traceback.print_exception(caught)
     print(f"{prog}: error: {message}", file=sys.stderr)
     return error_status
 

@@ -52,8 +52,9 @@ def initial_weights(dataset: str, configuration: str, trainer_name: str, plans_i
 
     from nnunetv2_resunet.training.resunet_trainer import ResUnetTrainer, check_2d
 
+    preprocessed = nnunet_folder("nnUNet_preprocessed")
     name = dataset_name(dataset)
-    folder = os.path.join(nnunet_folder("nnUNet_preprocessed"), name)
+    folder = os.path.join(preprocessed, name)
     plans_file = os.path.join(folder, f"{plans_identifier}.json")
     if not os.path.isfile(plans_file):
         raise UserError(f"{plans_file} does not exist: plan and preprocess {name} first "
