@@ -72,7 +72,7 @@ def test_split_is_written_into_the_dataset_too(synapse_release: Path, dirs: Nnun
 def test_overwrite_that_cannot_write_the_split_keeps_the_old_dataset_and_split(
     tmp_path: Path, dirs: NnunetDirs, read_only: str
 ) -> None:
-    """--overwrite --split transunet over an nnunet conversion must not leave test patients in an old split."""
+    """--overwrite -split transunet over an nnunet conversion must not leave test patients in an old split."""
     source = make_h5_replica(tmp_path / "ACDC", range(1, 101))
     convert_acdc(source, 802, num_processes=2)
     dataset, split = dirs.raw / "Dataset802_ACDC", dirs.preprocessed / "Dataset802_ACDC"
@@ -82,7 +82,7 @@ def test_overwrite_that_cannot_write_the_split_keeps_the_old_dataset_and_split(
     try:
         result = run_console(
             "nnUNetv2_resunet_convert_acdc",
-            ["-i", str(source), "--split", "transunet", "--overwrite", "-np", "1"],
+            ["-i", str(source), "-split", "transunet", "--overwrite", "-np", "1"],
             dirs,
             prefix=permissions_bind(),
         )
@@ -406,7 +406,7 @@ def convert_old_synapse(release: Path, dirs: NnunetDirs) -> tuple[Path, dict]:
     return old, load_json(dirs.preprocessed / SYNAPSE / "splits_final.json")
 
 
-OVERWRITE_ARGS = ["-np", "1", "--overwrite", "--spacing", "0.8", "0.8", "3"]
+OVERWRITE_ARGS = ["-np", "1", "--overwrite", "-spacing", "0.8", "0.8", "3"]
 
 
 def spacing_of(dataset: Path) -> tuple[float, ...]:

@@ -16,10 +16,10 @@ class Run:
     """One row of the report's tables: a model's predictions on one set of cases.
 
     Attributes:
-        trainer: trainer class name (or a free name for ``--pred``).
+        trainer: trainer class name (or a free name for ``-pred``).
         configuration: nnU-Net configuration, e.g. ``2d``; empty if unknown.
         plans: plans identifier; empty if unknown.
-        split: ``cv`` (cross-validation), ``test`` or ``pred`` (a ``--pred`` folder).
+        split: ``cv`` (cross-validation), ``test`` or ``pred`` (a ``-pred`` folder).
     """
 
     trainer: str
