@@ -55,6 +55,7 @@ ROWS = [
     row("report", "-pred {file} -gt {empty}", "-pred {file} is a file, not a folder"),
     row("report", "-pred {empty} -gt {empty}", "dataset.json {empty}/dataset.json does not exist"),
     row("report", "-d 999 -tr nnUNetTrainer -c 2d", UNKNOWN_ID),
+    row("report", "-d Synapse -tr nnUNetTrainer -c 2d", "dataset 'Synapse': give a dataset id"),
     row("report", "-d Dataset999_X -tr nnUNetTrainer -c 2d", "nnUNet_results is not set", nnUNet_results="unset"),
     row("report", "-d Dataset999_X -tr nnUNetTrainer -c 2d", "nnUNet_preprocessed {file} is a file",
         nnUNet_preprocessed="file"),

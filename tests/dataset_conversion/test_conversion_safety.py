@@ -10,6 +10,7 @@ its error instead of hanging it.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -50,8 +51,9 @@ def synapse_release(tmp_path: Path) -> Path:
 
 
 def assert_one_error_line(result: subprocess.CompletedProcess[str], names: str, says: str) -> None:
-    """The command failed with exactly one ``error:`` line naming ``names`` and saying ``says``, no traceback."""
-    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    """The command failed with exactly one ``CONVERTER: error:`` line naming ``names`` and saying ``says``, no
+    traceback."""
+    errors = [line for line in result.stderr.splitlines() if re.match(r"nnUNetv2_resunet_convert_\w+: error: ", line)]
     assert result.returncode == 1, result.stdout[-2000:] + result.stderr[-3000:]
     assert "Traceback" not in result.stderr, result.stderr[-3000:]
     assert len(errors) == 1 and names in errors[0] and says in errors[0], result.stderr[-3000:]
