@@ -40,6 +40,8 @@ setup(
     # dataset_conversion/ sits at the top of the repository but installs inside our package, so it cannot clash
     # with another distribution's top-level module of the same generic name.
     package_dir={"nnunetv2_resunet.dataset_conversion": "dataset_conversion"},
+    # The demo's real ACDC sample (8 volumes, 7 MB) installs with the plugin, so nnUNetv2_resunet_demo runs anywhere.
+    package_data={"nnunetv2_resunet.demo": ["acdc_sample/*.h5", "acdc_sample/README.md"]},
     install_requires=[
         # The trainer API (build_network_architecture's signature, the extTrainer lookup) changed across
         # releases; 2.8.1 is the release this plugin is tested against.
@@ -83,6 +85,7 @@ setup(
             "nnUNetv2_resunet_plan = nnunetv2_resunet.experiment_planning.cli:main",
             "nnUNetv2_resunet_study = nnunetv2_resunet.studies.cli:main",
             "nnUNetv2_resunet_init_weights = nnunetv2_resunet.training.init_weights:main",
+            "nnUNetv2_resunet_demo = nnunetv2_resunet.demo.cli:main",
         ],
     },
     cmdclass={"build_py": BuildPyWithPth},

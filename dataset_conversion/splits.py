@@ -20,6 +20,14 @@ def five_fold_splits(case_ids: Sequence[str]) -> list[dict[str, list[str]]]:
     return [{"train": [str(c) for c in s["train"]], "val": [str(c) for c in s["val"]]} for s in splits]
 
 
+def abbreviated(names: list[str], shown: int = 6) -> str:
+    """A list for a one-line message: all of a short one, the first and last few of a long one."""
+    if len(names) <= shown:
+        return ", ".join(names)
+    half = shown // 2
+    return f"{', '.join(names[:half])}, ... ({len(names) - shown} more), {', '.join(names[-half:])}"
+
+
 def check_published_cases(expected: Iterable[str], found: Iterable[str], what: str, source: Path) -> None:
     """Raise if cases of a published split list are missing from the source."""
     missing = sorted(set(expected) - set(found))
@@ -47,8 +55,8 @@ def compare_training_set(
     unlisted = sorted(found - set(published))
     warnings = []
     if missing:
-        warnings.append(f"{source}: {len(missing)} of the {len(published)} {what} are missing: {missing}; the dataset "
-                        "is a partial training set (dataset.json's training_set says so)")
+        warnings.append(f"{source}: {len(missing)} of the {len(published)} {what} are missing: {abbreviated(missing)};"
+                        f" the dataset is a partial training set (dataset.json's training_set lists them)")
     if unlisted:
         warnings.append(f"{source}: {unlisted} are not among the {len(published)} published {what}; they are used for "
                         "training too")

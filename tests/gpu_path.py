@@ -24,7 +24,6 @@ import contextlib
 import copy
 import functools
 import gc
-import hashlib
 import io
 import math
 import os
@@ -32,7 +31,6 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
@@ -161,13 +159,12 @@ def what_initialize_made(trainer) -> dict:
 OPTIMIZER_SETTINGS = ("lr", "momentum", "nesterov", "weight_decay", "betas")
 
 
-def parameter_digest(module: nn.Module) -> str:
-    """A hash of every parameter and buffer, bit for bit, in state-dict order."""
-    digest = hashlib.sha256()
-    for name, tensor in module.state_dict().items():
-        digest.update(name.encode())
-        digest.update(np.ascontiguousarray(tensor.detach().cpu().float().numpy()).tobytes())
-    return digest.hexdigest()
+def parameter_digest(module: nn.Module) -> list[float]:
+    """Every parameter's and buffer's sum and sum of squares, in float64, in state-dict order: equal on two ranks
+    that hold the same tensors bit for bit, and (almost surely) different after any training step."""
+    with torch.no_grad():
+        tensors = [t.detach().double() for t in module.state_dict().values()]
+        return [float(v) for t in tensors for v in (t.sum(), (t * t).sum())]
 
 
 def init_gloo(rank: int, world_size: int, store_file: str) -> None:
@@ -176,12 +173,33 @@ def init_gloo(rank: int, world_size: int, store_file: str) -> None:
     dist.init_process_group("gloo", init_method=f"file://{store_file}", rank=rank, world_size=world_size)
 
 
+def _ddp_jobs() -> tuple[list[tuple[str, bool, bool]], list[tuple[str, bool, bool]]]:
+    from nnunetv2_resunet.training import ALL_TRAINERS, ResUnetTrainer_ThesisRecipe
+
+    # Every trainer with deep supervision on and off (the thesis recipe trains without it by definition: its loss is
+    # not nnU-Net's deep-supervision wrapper) ...
+    eager = [(t.__name__, deep_supervision, False) for t in ALL_TRAINERS
+             for deep_supervision in ((False,) if t is ResUnetTrainer_ThesisRecipe else (True, False))]
+    # ... and compiled, as on CUDA by default: ResUnet v1.0 with deep supervision, Swin-Unet without.
+    compiled = [("ResUnetTrainer", True, True), ("SwinUnetTrainer", False, True)]
+    return eager, compiled
+
+
+#: The jobs of the tests' DDP run (tests/training/conftest.py): (trainer, deep supervision, compiled).
+EAGER_DDP_JOBS, COMPILED_DDP_JOBS = _ddp_jobs()
+DDP_JOBS = EAGER_DDP_JOBS + COMPILED_DDP_JOBS
+
+
+def job_key(trainer: str, deep_supervision: bool, compiled: bool) -> str:
+    return f"{trainer} deep_supervision={deep_supervision}{' compiled' if compiled else ''}"
+
+
 def train_under_ddp(rank: int, world_size: int, store_file: str, environment: dict[str, str], dataset: str,
-                    patch_size: list[int], jobs: list[tuple[str, bool]], steps: int, results_folder: str,
-                    compiled: bool) -> None:
-    """One rank of ``nnUNetv2_train -num_gpus``, for each ``(trainer, deep_supervision)`` of ``jobs`` in turn:
-    the trainer's own ``initialize()`` on the DDP path (with torch.compile if ``compiled``, as on CUDA by default;
-    the CPU SyncBatchNorm's all-reduce breaks the graph at every batch norm, which the GPU kernels do not),
+                    patch_size: list[int], jobs: list[tuple[str, bool, bool]], steps: int,
+                    results_folder: str) -> None:
+    """One rank of ``nnUNetv2_train -num_gpus``, for each ``(trainer, deep_supervision, compiled)`` of ``jobs`` in
+    turn: the trainer's own ``initialize()`` on the DDP path (with torch.compile if ``compiled``, as on CUDA by
+    default; the CPU SyncBatchNorm's all-reduce breaks the graph at every batch norm, which the GPU kernels do not),
     then ``steps`` real ``train_step`` calls on this rank's own random batch of ``patch_size`` (the dataset's 2d
     plans with that patch; nnU-Net's deep-supervision targets).
 
@@ -193,53 +211,62 @@ def train_under_ddp(rank: int, world_size: int, store_file: str, environment: di
 
     os.environ.update(environment)
     init_gloo(rank, world_size, store_file)
-    from nnunetv2_resunet.benchmarking.trainer_steps import make_batch
     from nnunetv2_resunet.experiment_planning.synthetic_plans import dataset_plans
 
     plans, dataset_json = dataset_plans(dataset, "nnUNetPlans")
     plans["configurations"]["2d"]["patch_size"] = patch_size
     results = {}
-    with cpu_ddp_patches(), compiled_on_cpu() if compiled else contextlib.nullcontext():
-        for trainer_name, deep_supervision in jobs:
-            key = f"{trainer_name} deep_supervision={deep_supervision}"
+    with cpu_ddp_patches():
+        for trainer_name, deep_supervision, compiled in jobs:
+            key = job_key(trainer_name, deep_supervision, compiled)
             try:
-                trainer = rank_trainer(trainer_name, plans, dataset_json)
-                own_deep_supervision = trainer.enable_deep_supervision
-                trainer.enable_deep_supervision = deep_supervision  # as a subclass's __init__ would set it
-                with contextlib.redirect_stdout(io.StringIO()):
-                    trainer.initialize()
-                    trainer.set_deep_supervision_enabled(trainer.enable_deep_supervision)  # on_train_start's
-                network = trainer.network.module
-                before = parameter_digest(network)
-                losses = []
-                for step in range(steps):
-                    data, target = make_batch(trainer, trainer.batch_size, trainer.device, seed=1000 * rank + step)
-                    losses.append(float(trainer.train_step({"data": data, "target": target})["loss"]))
-                results[key] = {"losses": losses, "before": before, "after": parameter_digest(network),
-                                "wrapped": type(trainer.network).__name__, "batch_size": trainer.batch_size,
-                                "compiled": type(trainer.network.module).__name__ == "OptimizedModule",
-                                "sync_batch_norm": any(isinstance(m, nn.SyncBatchNorm) for m in network.modules()),
-                                "own_deep_supervision": own_deep_supervision, **what_initialize_made(trainer)}
+                results[key] = train_one_job(trainer_name, deep_supervision, compiled, plans, dataset_json, rank, steps)
             except Exception:
                 results[key] = {"error": traceback.format_exc()}
                 break
             finally:
-                trainer = network = None
                 gc.collect()  # DDP's hooks and the trainer hold reference cycles: free this job's memory now
     with open(os.path.join(results_folder, f"rank{rank}.json"), "w") as f:
         json.dump(results, f)
     dist.destroy_process_group()
 
 
-def run_ddp(environment: dict[str, str], dataset: str, patch_size: list[int], jobs: list[tuple[str, bool]],
-            steps: int, folder: Path, compiled: bool = False, timeout_s: float = 900) -> list[dict]:
+def train_one_job(trainer_name: str, deep_supervision: bool, compiled: bool, plans: dict, dataset_json: dict,
+                  rank: int, steps: int) -> dict:
+    """One job of :func:`train_under_ddp` on this rank; its results."""
+    from nnunetv2_resunet.benchmarking.trainer_steps import make_batch
+
+    with compiled_on_cpu() if compiled else contextlib.nullcontext():
+        if compiled:
+            torch._dynamo.reset()
+        trainer = rank_trainer(trainer_name, plans, dataset_json)
+        own_deep_supervision = trainer.enable_deep_supervision
+        trainer.enable_deep_supervision = deep_supervision  # as a subclass's __init__ would set it
+        with contextlib.redirect_stdout(io.StringIO()):
+            trainer.initialize()
+            trainer.set_deep_supervision_enabled(trainer.enable_deep_supervision)  # on_train_start's
+        network = trainer.network.module
+        before = parameter_digest(network)
+        losses = []
+        for step in range(steps):
+            data, target = make_batch(trainer, trainer.batch_size, trainer.device, seed=1000 * rank + step)
+            losses.append(float(trainer.train_step({"data": data, "target": target})["loss"]))
+        return {"losses": losses, "before": before, "after": parameter_digest(network),
+                "wrapped": type(trainer.network).__name__, "batch_size": trainer.batch_size,
+                "compiled": type(network).__name__ == "OptimizedModule",
+                "sync_batch_norm": any(isinstance(m, nn.SyncBatchNorm) for m in network.modules()),
+                "own_deep_supervision": own_deep_supervision, **what_initialize_made(trainer)}
+
+
+def run_ddp(environment: dict[str, str], dataset: str, patch_size: list[int], jobs: list[tuple[str, bool, bool]],
+            steps: int, folder: Path, timeout_s: float = 900) -> list[dict]:
     """:func:`train_under_ddp` on two ranks started as nnU-Net's ``run_training`` starts them (``mp.spawn``);
     returns each rank's results. Fails if the ranks do not finish within ``timeout_s``."""
     import json
 
     import torch.multiprocessing as mp
 
-    arguments = (2, str(folder / "store"), environment, dataset, patch_size, jobs, steps, str(folder), compiled)
+    arguments = (2, str(folder / "store"), environment, dataset, patch_size, jobs, steps, str(folder))
     context = mp.start_processes(train_under_ddp, args=arguments, nprocs=2, join=False, start_method="spawn")
     deadline = time.monotonic() + timeout_s
     try:
@@ -259,10 +286,10 @@ def nnunet_environment(workspace) -> dict[str, str]:
     return {k: workspace.env[k] for k in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results", "nnUNet_compile")}
 
 
-def check_ddp_job(ranks: list[dict], trainer: str, deep_supervision: bool) -> dict:
+def check_ddp_job(ranks: list[dict], trainer: str, deep_supervision: bool, compiled: bool = False) -> dict:
     """Assert that both ranks trained this job of :func:`run_ddp`: finite losses on their own batches, and the same
     parameters and buffers afterwards, from the same start. Returns rank 0's results."""
-    key = f"{trainer} deep_supervision={deep_supervision}"
+    key = job_key(trainer, deep_supervision, compiled)
     for rank, results in enumerate(ranks):
         assert key in results, f"rank {rank} stopped before this job: {list(results.values())[-1]}"
         assert "error" not in results[key], f"rank {rank}:\n{results[key]['error']}"

@@ -109,6 +109,11 @@ def test_regular_install_registers_the_installed_trainers(tmp_path, dependencies
     installed = found["ResUnetTrainer"]
     assert installed is not None and Path(installed).is_relative_to(tmp_path / "venv")
     assert found["ResUnetTrainer_Edited"] is None  # a regular install is a copy: the source tree is not used
+    # The demo's sample is package data: the installed copy carries it, whole (nnUNetv2_resunet_demo reads it there).
+    sample = Path(installed).parents[1] / "demo" / "acdc_sample"
+    source = project / "nnunetv2_resunet" / "demo" / "acdc_sample"
+    assert sorted(p.name for p in sample.iterdir()) == sorted(p.name for p in source.iterdir())
+    assert all((sample / p.name).read_bytes() == p.read_bytes() for p in source.glob("*.h5"))
 
 
 def test_editable_install_registers_the_source_tree(tmp_path, dependencies):

@@ -26,6 +26,8 @@ MAY_IMPORT: dict[str, set[str]] = {
     "dataset_conversion": {"command_line"},
     # drives nnU-Net and our commands as subprocesses; reads only the budget names of training
     "studies": {"training", "command_line"},
+    # runs the converter and a study as their commands, on shipped data
+    "demo": {"dataset_conversion", "studies", "command_line"},
     # what every console command shares (flag spelling, one line per mistake): argparse and nnU-Net only
     "command_line": set(),
     "_ext_trainer": set(),  # the .pth hook: runs in every Python process

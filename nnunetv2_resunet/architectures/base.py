@@ -39,7 +39,9 @@ class SegmentationNetwork(nn.Module):
             raise ValueError(f"input_channels and num_classes must be positive, got {input_channels}, {num_classes}")
         self.config = config
         self.input_channels = input_channels
-        self._unused_without_deep_supervision: frozenset[str] | None = None
+        self.num_classes = num_classes
+        # Per deep-supervision mode, the parameters no output depends on (found on first use of the mode).
+        self._unused_by_mode: dict[bool, frozenset[str]] = {}
 
     @property
     def output_strides(self) -> tuple[int, ...]:
@@ -70,20 +72,20 @@ class SegmentationNetwork(nn.Module):
         then depend on.
 
         All heads are always built (a checkpoint loads either way), so without deep supervision the heads of the
-        other stages take no part in the output. Their parameters stop requiring gradients while it is off:
+        other stages take no part in the output (and EMCAD's 1/32 head takes part in neither mode: its official
+        prediction is the last head alone). Their parameters stop requiring gradients while unused:
         DistributedDataParallel, as nnU-Net wraps the network (without ``find_unused_parameters``), waits for a
         gradient of every parameter that requires one and fails at the second step otherwise. Nothing else
-        changes: on one GPU those parameters get no gradient either, and optimizers skip them. Switching it back on
-        makes them trainable again; parameters the outputs use in both modes are never touched.
+        changes: on one GPU those parameters get no gradient either, and optimizers skip them. Switching the mode
+        makes what it uses trainable again; parameters the outputs use in both modes are never touched.
         """
         self.decoder.deep_supervision = enabled
-        if self._unused_without_deep_supervision is None:
-            if enabled:
-                return  # never switched off: nothing was excluded
-            self._unused_without_deep_supervision = frozenset(self.parameters_without_gradient())
+        if enabled not in self._unused_by_mode:
+            self._unused_by_mode[enabled] = frozenset(self.parameters_without_gradient())
+        touched = frozenset().union(*self._unused_by_mode.values())
         for name, parameter in self.named_parameters():
-            if name in self._unused_without_deep_supervision:
-                parameter.requires_grad_(enabled)
+            if name in touched:
+                parameter.requires_grad_(name not in self._unused_by_mode[enabled])
 
     def parameters_without_gradient(self) -> list[str]:
         """Names of the parameters that no output depends on in the network's current mode.

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from nnunetv2_resunet.architectures.base import SegmentationNetwork
 from nnunetv2_resunet.architectures.configs.comparisons import COMPARISONS, PLAIN_UNETS
 from nnunetv2_resunet.architectures.configs.ladder import LADDER
-from nnunetv2_resunet.architectures.configs.transformers import TRANSFORMERS
+from nnunetv2_resunet.architectures.configs.transformers import NO_TRANSFORMER_BLOCKS, TRANSFORMERS
 from nnunetv2_resunet.architectures.conv_unet import ConvUNet, ConvUNetConfig
 from nnunetv2_resunet.architectures.resunet import ResUnet, ResUnetConfig
 from nnunetv2_resunet.architectures.timm_unet import TimmUNet, TimmUNetConfig
@@ -33,7 +33,8 @@ def _merge(*tables: dict[str, NetworkConfig]) -> dict[str, NetworkConfig]:
     return merged
 
 
-NETWORK_CONFIGS: dict[str, NetworkConfig] = _merge(LADDER, COMPARISONS, PLAIN_UNETS, TRANSFORMERS)
+NETWORK_CONFIGS: dict[str, NetworkConfig] = _merge(LADDER, COMPARISONS, PLAIN_UNETS, TRANSFORMERS,
+                                                   NO_TRANSFORMER_BLOCKS)
 
 
 def build_network(config: NetworkConfig, input_channels: int, num_classes: int, deep_supervision: bool = False,

@@ -13,6 +13,12 @@ receive published weights, see ``pretrained/``); the papers' decoders use their 
 decoders nnU-Net's He init. So :meth:`TimmUNet.initialize` is a no-op: nnU-Net's ``net.apply(net.initialize)``
 leaves all of that as it is.
 
+Primus's ablation (Wald et al., 2025): with ``transformer_blocks=False`` every transformer block (attention and MLP,
+with their norms and residual branches: timm's ViT ``Block``, ``SwinTransformerBlock`` and PVTv2 ``Block``, in the
+encoder and, for Swin-Unet, in the decoder) is an identity; everything else (patch embeddings, patch merging and
+expanding, position embeddings, norms between stages, the decoder's other layers, the heads) is unchanged. The
+config rows are in ``configs/transformers.py`` (``NO_TRANSFORMER_BLOCKS``).
+
 Patch size: TransUNet's position embeddings and Swin's windows are sized for the patch nnU-Net plans, so these
 networks take ``patch_size`` (``NEEDS_PATCH_SIZE``); any other input size still works (position embeddings are
 interpolated, windows padded), and inputs are padded to the encoder's stride and outputs cropped back as for every
@@ -25,6 +31,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from dynamic_network_architectures.initialization.weight_init import InitWeights_He
+from timm.models.pvt_v2 import Block as PvtBlock
+from timm.models.swin_transformer import SwinTransformerBlock
+from timm.models.vision_transformer import Block as VitBlock
 from torch import nn
 
 from nnunetv2_resunet.architectures.base import SegmentationNetwork
@@ -43,6 +52,8 @@ VIT_HYBRID_MODEL = "vit_base_r50_s16_224"
 # Where nnU-Net gives none (tests, tables): the papers' 224 x 224.
 DEFAULT_PATCH_SIZE = (224, 224)
 Args = tuple[tuple[str, object], ...]
+# What Primus's ablation removes: a transformer block (attention + MLP, with norms and residuals).
+TRANSFORMER_BLOCKS: tuple[type[nn.Module], ...] = (VitBlock, SwinTransformerBlock, PvtBlock)
 
 
 @dataclass(frozen=True)
@@ -59,6 +70,7 @@ class TimmUNetConfig:
         decoder_args: Keyword arguments of the decoder, as (name, value) pairs.
         rgb_stem: Map nnU-Net's input channels to RGB with a 1x1 conv-BN-ReLU before the encoder (EMCAD's
             ``EMCADNet.conv``); otherwise the encoder's first layer takes them itself.
+        transformer_blocks: False replaces every transformer block by an identity (Primus's ablation).
     """
 
     name: str
@@ -69,6 +81,7 @@ class TimmUNetConfig:
     encoder_args: Args = ()
     decoder_args: Args = ()
     rgb_stem: bool = False
+    transformer_blocks: bool = True
 
     def __post_init__(self):
         if self.taps not in TAPS:
@@ -131,6 +144,7 @@ class TimmUNet(SegmentationNetwork):
         super().__init__(input_channels, num_classes, config)
         if len(patch_size) != 2:
             raise ValueError(f"{config.name} is a 2D network: patch_size must be (H, W), got {tuple(patch_size)}")
+        self.patch_size = tuple(patch_size)
         self.rgb_stem = None
         encoder_channels = input_channels
         if config.rgb_stem and input_channels != 3:
@@ -138,6 +152,11 @@ class TimmUNet(SegmentationNetwork):
             encoder_channels = 3
         self.encoder = build_encoder(encoder_channels, config, patch_size)
         self.decoder = build_decoder(self.encoder, config, num_classes, deep_supervision)
+        if not config.transformer_blocks:
+            removed = remove_transformer_blocks(self)
+            if not removed:
+                raise ValueError(f"{config.name}: transformer_blocks=False, but {config.encoder} with the "
+                                 f"{config.decoder} decoder has no transformer block to remove")
 
     def forward(self, x):
         if self.rgb_stem is not None:
@@ -147,3 +166,23 @@ class TimmUNet(SegmentationNetwork):
     @staticmethod
     def initialize(module: nn.Module) -> None:
         """A no-op: the network initialised itself when built (see the module docstring)."""
+
+
+class RemovedBlock(nn.Module):
+    """Where a transformer block was: returns its input (and accepts the block's extra arguments, e.g. PVTv2's
+    feature size)."""
+
+    def forward(self, x, *args, **kwargs):
+        return x
+
+
+def remove_transformer_blocks(module: nn.Module) -> int:
+    """Replace every :data:`TRANSFORMER_BLOCKS` module inside ``module`` by a :class:`RemovedBlock`; return how many."""
+    removed = 0
+    for name, child in list(module.named_children()):
+        if isinstance(child, TRANSFORMER_BLOCKS):
+            setattr(module, name, RemovedBlock())
+            removed += 1
+        else:
+            removed += remove_transformer_blocks(child)
+    return removed

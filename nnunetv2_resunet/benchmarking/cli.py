@@ -22,7 +22,7 @@ from nnunetv2_resunet.command_line import (
     torch_device,
     trainer_class,
 )
-from nnunetv2_resunet.experiment_planning.synthetic_plans import dataset_plans, synthetic_plans
+from nnunetv2_resunet.experiment_planning.synthetic_plans import dataset_plans, preset_batch_size, synthetic_plans
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -32,7 +32,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "networks, each as a ratio to the first trainer. Plans come from a dataset (-d -c [-p]) or are "
         "synthetic 2d plans for -patch_size and -batch_size.")
     add_option(parser, "-tr", old=["--trainers"], nargs="+",
-               default=["nnUNetTrainer", "ResUnetTrainer_v0_1", "ResUnetTrainer"],
+               default=["nnUNetTrainer", "nnUNetTrainer:nnUNetResEncUNetMPlans", "nnUNetTrainer:nnUNetResEncUNetLPlans",
+                        "ResUnetTrainer_v0_1", "ResUnetTrainer"],
                help="Trainer names, optionally TRAINER:PLANS_IDENTIFIER to use other plans for one of them "
                     "(e.g. nnUNetTrainer:nnUNetResEncUNetMPlans). The first is the reference for ratios.")
     add_option(parser, "-d", old=["--dataset"],
@@ -42,7 +43,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     add_option(parser, "-patch_size", old=["--patch-size"], nargs=2, type=int, metavar=("H", "W"),
                help="Synthetic 2d plans with this patch (without -d; default 512 512).")
     add_option(parser, "-batch_size", old=["--batch-size"], type=int,
-               help="Batch size (default: the plans'; 12 for synthetic plans, nnU-Net's 2d reference).")
+               help="Batch size for every trainer (default: the plans'; for synthetic plans 12, nnU-Net's 2d "
+                    "reference, and for nnU-Net's ResEnc presets the batch their planner gives the patch).")
     add_option(parser, "-num_classes", old=["--num-classes"], type=int, default=14,
                help="Outputs of synthetic plans, background included (default 14, as Synapse).")
     add_option(parser, "-input_channels", old=["--input-channels"], type=int, default=1,
@@ -100,8 +102,10 @@ def run(args: argparse.Namespace) -> tuple[dict, list[dict]]:
     for spec in specs:
         plans_identifier = spec.plans_identifier or args.plans
         if synthetic:
-            plans, dataset_json = synthetic_plans(patch_size, args.batch_size or 12, plans_identifier,
-                                                  args.input_channels, args.num_classes)
+            batch_size = args.batch_size or preset_batch_size(plans_identifier, patch_size, args.input_channels,
+                                                              args.num_classes) or 12
+            plans, dataset_json = synthetic_plans(patch_size, batch_size, plans_identifier, args.input_channels,
+                                                  args.num_classes)
             configuration = "2d"
         else:
             plans, dataset_json = dataset_plans(args.dataset, plans_identifier)

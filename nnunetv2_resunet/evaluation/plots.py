@@ -1,4 +1,5 @@
-"""Plots for the report: per-class bar charts and per-case box plots, one group per class, one colour per model.
+"""Plots for the report: per-class bar charts and per-case box plots (one group per class, one colour per model),
+and the paired comparison's forest plot.
 
 Takes plain numbers (no report objects) and writes PNG files with matplotlib's Agg backend.
 """
@@ -107,3 +108,33 @@ def plot_box_over_cases(
         ax.plot([], [], color=colour, linewidth=8, label=label)  # legend handle
     ax.set_xlim(-0.6, len(groups) - 0.4)
     _finish(fig, ax, groups, ylabel, title, path)
+
+
+def plot_forest(panels: Mapping[str, Sequence[tuple[str, float, float, float, bool]]], title: str, path: str) -> None:
+    """A forest plot: one panel per metric, one row per comparison, a point at the mean difference and a line over
+    its confidence interval; a vertical line at 0 (no difference).
+
+    Args:
+        panels: panel title -> rows ``(label, mean, low, high, filled)``; NaN bounds draw no line, a filled marker
+            says the difference is distinguishable.
+        title: figure title.
+        path: PNG file to write.
+    """
+    rows = max((len(entries) for entries in panels.values()), default=1)
+    fig, axes = plt.subplots(1, len(panels), figsize=(6.0 * len(panels), min(max(2.5, 0.28 * rows + 1.5), 60.0)),
+                             squeeze=False)
+    for ax, (panel, entries) in zip(axes[0], panels.items()):
+        y = np.arange(len(entries))[::-1]
+        for position, (_, mean, low, high, filled) in zip(y, entries):
+            if not math.isnan(low):
+                ax.plot([low, high], [position, position], color="tab:blue", linewidth=1.5)
+            ax.plot([mean], [position], marker="o", color="tab:blue", markerfacecolor="tab:blue" if filled else "white")
+        ax.axvline(0.0, color="black", linewidth=0.8)
+        ax.set_yticks(y)
+        ax.set_yticklabels([entry[0] for entry in entries], fontsize="small")
+        ax.set_title(panel, fontsize="medium")
+        ax.grid(axis="x", alpha=0.3)
+    fig.suptitle(title, fontsize="medium")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

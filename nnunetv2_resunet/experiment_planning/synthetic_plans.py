@@ -1,4 +1,5 @@
-"""Plans without a dataset on disk (a patch and batch size given), and a planned dataset's plans read from disk.
+"""Plans without a dataset on disk (a patch and batch size given; for nnU-Net's ResEnc presets, the batch their
+planners would give), and a planned dataset's plans read from disk.
 
 The benchmark times trainers on these, and the planner's calibration measures nnU-Net's PlainConvUNet from them.
 """
@@ -95,6 +96,34 @@ def synthetic_plans(patch_size: Sequence[int], batch_size: int, plans_identifier
         "file_ending": ".nii.gz",
     }
     return plans, dataset_json
+
+
+# nnU-Net 2.8's Residual Encoder presets (nnUNetPlannerResEncM/L/XL): the 2d memory reference (feature-map elements
+# per sample at batch REFERENCE_BATCH_2D) at each preset's GPU memory target (8, 24, 40 GB). A test reads them from
+# nnU-Net's planners.
+RESENC_REFERENCE_VAL_2D: dict[str, float] = {"nnUNetResEncUNetMPlans": 135e6, "nnUNetResEncUNetLPlans": 380e6,
+                                             "nnUNetResEncUNetXLPlans": 560e6}
+REFERENCE_BATCH_2D = 12  # nnU-Net's UNet_reference_val_corresp_bs_2d
+MIN_BATCH = 2  # nnU-Net's UNet_min_batch_size
+
+
+def preset_batch_size(plans_identifier: str, patch_size: Sequence[int], num_input_channels: int = 1,
+                      num_classes: int = 14) -> int | None:
+    """The 2d batch size nnU-Net's ResEnc preset plans for ``patch_size``, by its planner's rule (reference over the
+    network's ``compute_conv_feature_map_size``, times 12, at least 2; the presets have no dataset-size cap), or None
+    for plans that are not a preset. (Where the estimate exceeds the reference, nnU-Net would shrink the patch
+    instead; the patch is given here, so the batch is then 2.)"""
+    from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
+
+    if plans_identifier not in RESENC_REFERENCE_VAL_2D:
+        return None
+    plans, _ = synthetic_plans(patch_size, MIN_BATCH, plans_identifier, num_input_channels, num_classes)
+    architecture = plans["configurations"]["2d"]["architecture"]
+    network = get_network_from_plans(architecture["network_class_name"], architecture["arch_kwargs"],
+                                     architecture["_kw_requires_import"], num_input_channels, num_classes,
+                                     allow_init=False)
+    estimate = network.compute_conv_feature_map_size(list(patch_size))
+    return max(round(RESENC_REFERENCE_VAL_2D[plans_identifier] / estimate * REFERENCE_BATCH_2D), MIN_BATCH)
 
 
 def dataset_plans(dataset: str, plans_identifier: str) -> tuple[dict, dict]:

@@ -35,7 +35,7 @@ from nnunetv2_resunet.studies.state import (
     study_states,
     unprepared_configurations,
 )
-from nnunetv2_resunet.studies.study_file import Study
+from nnunetv2_resunet.studies.study_file import PLANNERS, Study
 
 TERMINATE_GRACE_S = 60.0
 # A train run with published weights writes its network's starting point here, for -pretrained_weights.
@@ -68,22 +68,32 @@ def console_command(name: str) -> list[str]:
                                   f"sys.exit({function}())"]
 
 
-def preprocess_command(run: Run, folders: NnUNetFolders, options: Options) -> list[str]:
+def preprocess_command(run: Run, folders: NnUNetFolders, options: Options) -> list[str] | None:
+    """Plan (fingerprint first if missing; no preprocessing) when the plans file is missing; else prepare the
+    configurations whose data are missing; None when nothing is. Planning and preparing are separate commands because
+    nnU-Net's ResEnc plans (and ours) share the default plans' 2d and 3d_fullres data: planning them must not
+    rewrite data that other runs may be training on (nnU-Net's resenc_presets.md: plan only)."""
     np_args = ["-np", str(options.num_processes)]
     num_training = json.loads((folders.raw / run.dataset / "dataset.json").read_text())["numTraining"]
     missing = unprepared_configurations(run, num_training)
     if missing is not None:  # planned already: never re-plan (that would rewrite the plans), prepare what is missing
+        if not missing:
+            return None
         return ["nnUNetv2_preprocess", "-d", str(run.dataset_id), "-plans_name", run.plans,
                 "-c", *missing, *np_args]
-    common = ["-d", str(run.dataset_id), *np_args, "-npfp", str(options.num_processes), "--verify_dataset_integrity"]
-    if run.planner == "resunet":
+    common = ["-d", str(run.dataset_id), *np_args, "-npfp", str(options.num_processes), "--verify_dataset_integrity",
+              "--no_pp"]
+    planner, default_plans = PLANNERS[run.planner]
+    if planner is None:  # ours
         target = run.gpu_memory_target if run.gpu_memory_target is not None else 8
         return ["nnUNetv2_resunet_plan", *common, "-gpu_memory_target", str(target),
                 "-overwrite_plans_name", run.plans]
-    command = ["nnUNetv2_plan_and_preprocess", *common, "-c", *run.configurations]
+    command = ["nnUNetv2_plan_and_preprocess", *common]
+    if run.planner != "nnunet":
+        command += ["-pl", planner]
     if run.gpu_memory_target is not None:
         command += ["-gpu_memory_target", str(run.gpu_memory_target)]
-    if run.plans != "nnUNetPlans":
+    if run.plans != default_plans:
         command += ["-overwrite_plans_name", run.plans]
     return command
 
@@ -169,6 +179,10 @@ def execute_run(run: Run, study: Study, runs: list[Run], folders: NnUNetFolders,
             if code != 0:  # the log's last attempt says why; the state reads it as failed
                 return study_states(runs, folders.raw, own=run.key)[run.key]
         code, seconds = _run_logged(run, command, env or {}, lock, on_start)
+        if run.stage == "preprocess" and code == 0 and command[0] != "nnUNetv2_preprocess":
+            prepare = preprocess_command(run, folders, options)  # planned now: prepare what is missing
+            if prepare is not None:
+                code, _ = _run_logged(run, prepare, env or {}, lock, on_start)
         if run.stage == "train" and code == 0:  # also after a --c that finished a run whose start was killed
             (run.folder / INIT_WEIGHTS_FILE).unlink(missing_ok=True)  # in the checkpoints now; the log names its source
         states = study_states(runs, folders.raw, own=run.key)

@@ -1,4 +1,4 @@
-"""A study as runs: preprocess (per dataset), train (per model and fold), predict (per model and test
+"""A study as runs: preprocess (per dataset and plans), train (per model and fold), predict (per model and test
 set), report (per dataset), each with the folder whose content says whether it is done and the runs it needs.
 
 Where things go (nnU-Net's own layout wherever nnU-Net has one):
@@ -124,17 +124,23 @@ def build_runs(study: Study, folders: NnUNetFolders) -> list[Run]:
         name = dataset_name(dataset.id)
         models = study.models_for(dataset)
         tests = test_set(folders, dataset, name)
-        configurations = tuple(dict.fromkeys(m.configuration for m in models))
-        preprocess = Run("preprocess", dataset.id, name, dataset.plans, configurations,
-                         folder=folders.preprocessed / name, planner=dataset.planner,
-                         gpu_memory_target=dataset.gpu_memory_target)
-        runs.append(preprocess)
+        # One preprocess run per plans, each after the one before: nnU-Net's ResEnc plans (and ours) share the 2d and
+        # 3d_fullres data folders with the default plans, so only the first plans' run writes them.
+        preprocess: dict[str, Run] = {}
+        for spec in dict.fromkeys(m.plans_for(dataset) for m in models):
+            configurations = tuple(dict.fromkeys(m.configuration for m in models if m.plans_for(dataset) == spec))
+            before = (runs[-1].key,) if preprocess else ()
+            preprocess[spec.plans] = Run("preprocess", dataset.id, name, spec.plans, configurations,
+                                         folder=folders.preprocessed / name, planner=spec.planner,
+                                         gpu_memory_target=spec.gpu_memory_target, needs=before)
+            runs.append(preprocess[spec.plans])
         dataset_runs = []
-        plans = dataset.plans
         for model in models:
+            plans = model.plans_for(dataset).plans
             model_dir = folders.results / name / f"{model.trainer}__{plans}__{model.configuration}"
             trains = [Run("train", dataset.id, name, plans, (model.configuration,), model.trainer, fold=fold,
-                          folder=model_dir / f"fold_{fold}", weights=model.weights, needs=(preprocess.key,))
+                          folder=model_dir / f"fold_{fold}", weights=model.weights,
+                          needs=(preprocess[plans].key,))
                       for fold in dataset.folds]
             dataset_runs += trains
             if tests is not None:

@@ -112,23 +112,34 @@ def submit_study(study: Study, runs: list[Run], folders: NnUNetFolders, options:
                  overrides: dict[str, Any], slurm_folder: Path) -> list[tuple[str, str, list[Run]]]:
     """Submit what is left of the study; returns ``(stage, job id, runs)`` per submitted stage."""
     states = study_states(runs, folders.raw)
-    submitted: dict[str, str] = {}
+    submitted: dict[str, list[str]] = {}
     result = []
     for stage in STAGES:
         todo = runs_to_submit(runs, states, stage)
-        if not todo:
-            continue
-        waits: dict[str, list[str]] = {}
-        for kind, earlier in DEPENDENCIES.get(stage, ()):
-            if earlier in submitted:
-                waits.setdefault(kind, []).append(submitted[earlier])
-        dependency = ",".join(f"{kind}:{':'.join(ids)}" for kind, ids in waits.items())
-        executor = submitit.SlurmExecutor(folder=slurm_folder / "%j")
-        executor.update_parameters(**executor_parameters(stage_settings(study, overrides, stage),
-                                                         f"{study.name}:{stage}", dependency))
-        with executor.batch():
-            jobs = [executor.submit(StudyJob(), str(study.path.absolute()), run.key, asdict(options),
-                                    str(folders.reports.parent)) for run in todo]
-        submitted[stage] = jobs[0].job_id.split("_")[0]  # the array's id: dependencies name the whole array
-        result.append((stage, submitted[stage], todo))
+        for wave in _waves(todo):
+            waits: dict[str, list[str]] = {}
+            for kind, earlier in DEPENDENCIES.get(stage, ()):
+                waits.setdefault(kind, []).extend(submitted.get(earlier, []))
+            if stage in submitted:  # a later wave of the same stage: after the one before it
+                waits.setdefault("afterok", []).append(submitted[stage][-1])
+            dependency = ",".join(f"{kind}:{':'.join(ids)}" for kind, ids in waits.items() if ids)
+            executor = submitit.SlurmExecutor(folder=slurm_folder / "%j")
+            executor.update_parameters(**executor_parameters(stage_settings(study, overrides, stage),
+                                                             f"{study.name}:{stage}", dependency))
+            with executor.batch():
+                jobs = [executor.submit(StudyJob(), str(study.path.absolute()), run.key, asdict(options),
+                                        str(folders.reports.parent)) for run in wave]
+            job_id = jobs[0].job_id.split("_")[0]  # the array's id: dependencies name the whole array
+            submitted.setdefault(stage, []).append(job_id)
+            result.append((stage, job_id, wave))
     return result
+
+
+def _waves(todo: list[Run]) -> list[list[Run]]:
+    """The runs of one stage in waves: a run that needs another run of the same stage (a dataset's second plans
+    after its first) goes into a later array, which waits for the one before."""
+    keys = {run.key for run in todo}
+    level: dict[str, int] = {}
+    for run in todo:  # runs come after what they need
+        level[run.key] = 1 + max((level[n] for n in run.needs if n in keys), default=-1)
+    return [[r for r in todo if level[r.key] == w] for w in range(max(level.values(), default=-1) + 1)]

@@ -26,25 +26,46 @@ def budget_suffix(epochs: int) -> str:
     return "_1epoch" if epochs == 1 else f"_{epochs}epochs"
 
 
-def budget_variant(base: type[ResUnetTrainer], epochs: int, module: str = __name__) -> type[ResUnetTrainer]:
+def budget_variant(base: type[ResUnetTrainer], epochs: int, module: str = __name__,
+                   iterations: tuple[int, int] | None = None, suffix: str | None = None,
+                   test_time_mirroring: bool = True) -> type[ResUnetTrainer]:
     """``base`` trained for ``epochs`` epochs, named ``<base>_<epochs>epochs`` (``_1epoch`` for one).
 
-    ``module`` is where the class will be an attribute (for pickle and for readers of ``__module__``)."""
-    if epochs < 1:
-        raise ValueError(f"a budget is a positive number of epochs, got {epochs}")
+    ``module`` is where the class will be an attribute (for pickle and for readers of ``__module__``).
+    ``iterations`` (training, validation-loss iterations per epoch) replaces nnU-Net's 250 and 50, for budgets below
+    one epoch (the demo's); ``suffix`` then names the variant; ``test_time_mirroring=False`` validates and predicts
+    without nnU-Net's mirroring (a quarter of the passes in 2d). ``base`` may be nnU-Net's own trainer."""
+    if epochs < 1 or (iterations is not None and min(iterations) < 1):
+        raise ValueError(f"a budget is a positive number of epochs and iterations, got {epochs}, {iterations}")
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
         super(variant, self).__init__(plans, configuration, fold, dataset_json, device)
         self.num_epochs = epochs
+        if iterations is not None:
+            self.num_iterations_per_epoch, self.num_val_iterations_per_epoch = iterations
 
-    name = base.__name__ + budget_suffix(epochs)
+    def configure_rotation_dummyDA_mirroring_and_inital_patch_size(self):
+        configured = super(variant, self).configure_rotation_dummyDA_mirroring_and_inital_patch_size()
+        self.inference_allowed_mirroring_axes = None  # training keeps nnU-Net's mirroring augmentation
+        return configured
+
+    name = base.__name__ + (suffix or budget_suffix(epochs))
+    length = f"{epochs} epoch{'s' if epochs != 1 else ''}"
+    if iterations is not None:
+        length += f" of {iterations[0]} iterations ({iterations[1]} for the validation loss)"
+    if not test_time_mirroring:
+        length += ", validated without test-time mirroring"
+    overrides = {} if test_time_mirroring else {
+        "configure_rotation_dummyDA_mirroring_and_inital_patch_size":
+            configure_rotation_dummyDA_mirroring_and_inital_patch_size}
     variant = type(name, (base,), {
+        **overrides,
         "__init__": __init__,
         "__module__": module,
         "__qualname__": name,
-        "__doc__": f"{base.__name__} trained for {epochs} epoch{'s' if epochs != 1 else ''} (nnU-Net's budget "
-                   f"variants; everything else is {base.__name__}'s).",
+        "__doc__": f"{base.__name__} trained for {length} (nnU-Net's budget variants; everything else is "
+                   f"{base.__name__}'s).",
         "budget_epochs": epochs,
     })
     __init__.__qualname__ = f"{name}.__init__"
@@ -54,3 +75,17 @@ def budget_variant(base: type[ResUnetTrainer], epochs: int, module: str = __name
 def budget_variants(trainers: tuple[type[ResUnetTrainer], ...], module: str) -> dict[str, type[ResUnetTrainer]]:
     """Every budget of :data:`EPOCH_BUDGETS` for every trainer, by class name, to be attributes of ``module``."""
     return {v.__name__: v for v in (budget_variant(t, e, module) for t in trainers for e in EPOCH_BUDGETS)}
+
+
+#: The budget of ``nnUNetv2_resunet_demo``: every stage of the flow runs, in minutes on a CPU, and nothing is learnt
+#: that could be measured. (epochs, training iterations per epoch, validation-loss iterations per epoch); its
+#: trainers also validate without test-time mirroring.
+DEMO_BUDGET: tuple[int, int, int] = (2, 5, 1)
+
+
+def demo_variants(trainers: tuple[type, ...], module: str) -> dict[str, type]:
+    """``<Trainer>_demo`` for each trainer: the demonstration budget :data:`DEMO_BUDGET`."""
+    epochs, train, validation = DEMO_BUDGET
+    variants = (budget_variant(t, epochs, module, iterations=(train, validation), suffix="_demo",
+                               test_time_mirroring=False) for t in trainers)
+    return {v.__name__: v for v in variants}

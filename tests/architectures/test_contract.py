@@ -113,7 +113,8 @@ def test_rejects_non_positive_channels(name):
 def test_without_deep_supervision_exactly_the_unused_heads_stop_training(name):
     """nnU-Net wraps the network in DDP without ``find_unused_parameters``: a parameter that requires a gradient
     must get one. With deep supervision off, exactly the parameters a real backward leaves without gradient stop
-    requiring one (heads only), and switching it back on makes them trainable again."""
+    requiring one (heads only), and switching it back on makes them trainable again: all of them, except EMCAD's
+    1/32 head, which no output uses in either mode (its official prediction is the last head alone)."""
     net = network(name)
     net.set_deep_supervision(False)
     try:
@@ -125,4 +126,8 @@ def test_without_deep_supervision_exactly_the_unused_heads_stop_training(name):
     finally:
         net.set_deep_supervision(True)
         net.zero_grad(set_to_none=True)
-    assert all(p.requires_grad for p in net.parameters())
+    unused_in_both = {"decoder.seg_layers.0.weight", "decoder.seg_layers.0.bias"} if name.startswith("emcad") else set()
+    assert {n for n, p in net.named_parameters() if not p.requires_grad} == unused_in_both
+    sum(o.sum() for o in net(torch.randn(1, IN_CHANNELS, 40, 36))).backward()
+    assert all(p.grad is not None for p in net.parameters() if p.requires_grad)
+    net.zero_grad(set_to_none=True)

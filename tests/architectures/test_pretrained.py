@@ -201,3 +201,23 @@ def test_a_file_of_another_model_is_refused(published_file):
         load_published_weights(emcad, str(published_file("resnet34")))
     with pytest.raises(PretrainedWeightsError, match="ConvUNet has no encoder that published weights exist for"):
         load_published_weights(classic, str(published_file("resnet34")))
+
+
+def test_an_ablated_network_starts_from_its_originals_file_less_the_blocks(published_file):
+    """Primus's ablation of EMCAD takes pvt_v2_b2.pth as EMCAD does: every tensor but those of the removed
+    transformer blocks, which are reported as unused."""
+    from nnunetv2_resunet.architectures.configs.transformers import NO_TRANSFORMER_BLOCKS
+
+    path = str(published_file("pvt_v2_b2"))
+    original = build_network(TRANSFORMERS["emcad"], 1, 9)
+    original_report = load_published_weights(original, path)
+    ablated = build_network(NO_TRANSFORMER_BLOCKS["emcad_no_transformer_blocks"], 1, 9)
+    report = load_published_weights(ablated, path)
+    theirs, ours = original.state_dict(), ablated.state_dict()
+    assert set(report.loaded) == {k for k in original_report.loaded if k in ours}
+    assert all(torch.equal(ours[k], theirs[k]) for k in report.loaded)
+    blocks = {k for k in original_report.loaded if k not in ours}
+    assert blocks and all(".blocks." in k for k in blocks)
+    assert set(report.unused) == blocks | {"head.weight", "head.bias"}
+    assert report.unused[min(blocks)].endswith("replaces by identity (Primus's ablation)")
+    assert all(k.startswith(("decoder.", "rgb_stem.")) for k in report.kept)

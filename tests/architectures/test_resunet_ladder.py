@@ -123,3 +123,32 @@ def test_v1_0_stage_widths():
 def test_invalid_config_is_refused():
     with pytest.raises(ValueError, match="unknown skip sources"):
         dataclasses.replace(LADDER["v1_0"], skips=("layer5",))
+
+
+def test_readme_accounts_for_the_thesis_parameter_count():
+    """README's sentence on the thesis's 21.3 M against our 36.67 M: each figure recounted from the networks."""
+    import re
+    from pathlib import Path
+
+    import torchvision
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    text = " ".join(readme[readme.index("**The thesis's \"21.3 M parameters\""):].split("\n\n")[0].split())
+    resnet34 = torchvision.models.resnet34()
+    without_classifier = sum(p.numel() for n, p in resnet34.named_parameters() if not n.startswith("fc."))
+    network = ResUnet(1, 9, LADDER["v1_0"], deep_supervision=True)
+    parts = {"encoder": 0, "tail": 0, "stages": 0, "heads": 0}
+    for name, parameter in network.named_parameters():
+        part = ("tail" if name.startswith("encoder.tail") else "encoder" if name.startswith("encoder.")
+                else "heads" if name.startswith("decoder.seg_layers") else "stages")
+        parts[part] += parameter.numel()
+
+    def millions(count: int) -> str:
+        return f"{count / 1e6:.2f} M"
+
+    assert f"less `fc`: {millions(without_classifier)})" in text and round(without_classifier / 1e6, 1) == 21.3
+    assert f"counts: encoder {millions(parts['encoder'])}" in text
+    assert f"tail (two 3x3 conv-BN-ReLU at 512 channels) {millions(parts['tail'])}" in text
+    assert f"decoder stages {millions(parts['stages'])} and the segmentation heads {millions(parts['heads'])}" in text
+    assert f"{millions(sum(parts.values()))} in all" in text
+    assert re.search(r"36\.67 M for v1\.0", text) and millions(sum(parts.values())) == "36.67 M"

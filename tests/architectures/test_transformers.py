@@ -176,3 +176,88 @@ def test_an_activation_beyond_fp16_range_stays_finite(monkeypatch):
         unguarded = encoder(x)
     assert all(torch.isfinite(f).all() for f in guarded.values())
     assert not all(torch.isfinite(f).all() for f in unguarded.values())
+
+
+def test_emcad_mscb_saturates_at_six_as_in_emcads_synapse_configuration():
+    """A one-channel MSCB with unit weights and identity BatchNorm, worked by hand: expansion, depth-wise conv and
+    projection pass x through, each activation clips at 6 (ReLU6, EMCAD's --activation_mscb relu6), and the
+    residual adds x: x + min(max(x, 0), 6). With plain ReLU an input of 10 would give 20."""
+    from nnunetv2_resunet.architectures.decoders.emcad import MSCB
+
+    block = MSCB(1, kernel_sizes=(1,), expansion_factor=1).eval()
+    with torch.no_grad():
+        for module in block.modules():
+            if isinstance(module, nn.Conv2d):
+                module.weight.fill_(1.0)
+            elif isinstance(module, nn.BatchNorm2d):
+                module.running_var.fill_(1.0 - module.eps)  # exactly the identity in eval mode
+        x = torch.tensor([-2.0, 0.5, 3.0, 10.0]).view(1, 1, 2, 2)
+        assert block(x).flatten().tolist() == pytest.approx([-2.0, 1.0, 6.0, 16.0])
+    # In the whole decoder, ReLU6 sits in the MSCBs only; EUCB, LGAG and CAB keep ReLU (the official defaults).
+    with torch.device("meta"):
+        decoder = build_network(TRANSFORMERS["emcad"], 1, 9).decoder
+    for name, module in decoder.named_modules():
+        if isinstance(module, (nn.ReLU, nn.ReLU6)):
+            in_mscb = name.startswith("mscb")
+            assert isinstance(module, nn.ReLU6) == in_mscb, name
+
+
+def test_emcad_predicts_with_the_last_head_upsampled():
+    """EMCAD's evaluation (utils.test_single_volume) predicts with P[-1]: the stride-4 head, upsampled 4x
+    bilinearly (EMCADNet: F.interpolate(p1, scale_factor=4, mode='bilinear')). The 1/32 head feeds nothing."""
+    import dataclasses
+
+    import torch.nn.functional as F
+
+    torch.manual_seed(0)
+    small = dataclasses.replace(TRANSFORMERS["emcad"], encoder="pvt_v2_b0")  # the same decoder, a fast encoder
+    network = build_network(small, 1, 3, deep_supervision=True, patch_size=(64, 64)).eval()
+    x = torch.randn(1, 1, 64, 64)
+    with torch.no_grad():
+        full, stride4, *_ = network(x)
+        assert torch.equal(full, F.interpolate(stride4, scale_factor=4, mode="bilinear"))
+        network.decoder.deep_supervision = False
+        assert torch.equal(network(x), full)
+        network.decoder.seg_layers[0].weight.add_(1.0)  # the 1/32 head
+        assert torch.equal(network(x), full)
+
+
+@pytest.mark.parametrize("name", list(TRANSFORMERS))
+def test_no_transformer_blocks_removes_the_blocks_and_nothing_else(name):
+    """Primus's ablation: the state dict is the original's without exactly the keys of its transformer blocks
+    (attention + MLP, with their norms), every other tensor the same; no transformer block is left."""
+    from nnunetv2_resunet.architectures.configs.transformers import NO_TRANSFORMER_BLOCKS
+    from nnunetv2_resunet.architectures.timm_unet import TRANSFORMER_BLOCKS, RemovedBlock
+
+    with torch.device("meta"):
+        original = build_network(TRANSFORMERS[name], 1, 9, deep_supervision=True)
+        ablated = build_network(NO_TRANSFORMER_BLOCKS[f"{name}_no_transformer_blocks"], 1, 9, deep_supervision=True)
+    blocks = [prefix for prefix, module in original.named_modules() if isinstance(module, TRANSFORMER_BLOCKS)]
+    assert blocks and not any(isinstance(m, TRANSFORMER_BLOCKS) for m in ablated.modules())
+    assert [p for p, m in ablated.named_modules() if isinstance(m, RemovedBlock)] == blocks
+    kept = {k: v.shape for k, v in original.state_dict().items() if not any(k.startswith(b + ".") for b in blocks)}
+    assert {k: v.shape for k, v in ablated.state_dict().items()} == kept
+    assert len(kept) < len(original.state_dict())
+    assert ablated.output_strides == original.output_strides
+
+
+def test_no_transformer_blocks_computes_the_original_with_identity_blocks():
+    """Swin-Unet (blocks in the encoder and the decoder) with the same weights: the ablated network (the removal
+    the config applies, on a copy; the test above ties the config to it) computes what the original computes when
+    every block passes its input through."""
+    import copy
+
+    from nnunetv2_resunet.architectures.timm_unet import TRANSFORMER_BLOCKS, remove_transformer_blocks
+
+    torch.manual_seed(0)
+    original = build_network(TRANSFORMERS["swin_unet"], 1, 3, patch_size=(64, 64)).eval()
+    ablated = copy.deepcopy(original)
+    assert remove_transformer_blocks(ablated) == 8 + 6  # Swin-Unet: depths 2, 2, 2, 2; the decoder 2, 2, 2
+    x = torch.randn(1, 1, 64, 64)
+    with torch.no_grad():
+        with_blocks = original(x)
+        for module in original.modules():
+            if isinstance(module, TRANSFORMER_BLOCKS):
+                module.register_forward_hook(lambda m, inputs, output: inputs[0])
+        torch.testing.assert_close(ablated(x), original(x))
+    assert not torch.allclose(with_blocks, ablated(x))  # the blocks did something in the original

@@ -9,7 +9,7 @@ import torch
 from nnunetv2_resunet.architectures.building_blocks import Bottleneck
 from nnunetv2_resunet.architectures.configs.comparisons import COMPARISONS, PLAIN_UNETS
 from nnunetv2_resunet.architectures.configs.ladder import LADDER
-from nnunetv2_resunet.architectures.configs.transformers import TRANSFORMERS
+from nnunetv2_resunet.architectures.configs.transformers import NO_TRANSFORMER_BLOCKS, TRANSFORMERS
 from nnunetv2_resunet.architectures.conv_unet import ConvUNet, ConvUNetConfig
 from nnunetv2_resunet.architectures.decoders.resunet import ResUnetDecoder
 from nnunetv2_resunet.architectures.decoders.unet import UNetDecoder
@@ -225,10 +225,11 @@ def test_spatial_attention_switch_gates_the_skips():
 
 
 def test_tables_are_rows_of_the_registry_with_unique_names():
-    for table in (LADDER, COMPARISONS, PLAIN_UNETS, TRANSFORMERS):
+    for table in (LADDER, COMPARISONS, PLAIN_UNETS, TRANSFORMERS, NO_TRANSFORMER_BLOCKS):
         for name, config in table.items():
             assert config.name == name and NETWORK_CONFIGS[name] is config
-    assert len(NETWORK_CONFIGS) == len(LADDER) + len(COMPARISONS) + len(PLAIN_UNETS) + len(TRANSFORMERS)
+    assert len(NETWORK_CONFIGS) == len(LADDER) + len(COMPARISONS) + len(PLAIN_UNETS) + len(TRANSFORMERS) + \
+        len(NO_TRANSFORMER_BLOCKS)
     assert all(isinstance(c, ResUnetConfig) for c in COMPARISONS.values())
     with pytest.raises(ValueError, match="no network for a dict"):
         build_network({}, 1, 2)

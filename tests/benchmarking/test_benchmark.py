@@ -15,7 +15,8 @@ from nnunetv2_resunet.benchmarking.trainer_steps import build_trainer, make_batc
 from nnunetv2_resunet.experiment_planning.synthetic_plans import synthetic_plans
 
 ROOT = Path(__file__).resolve().parents[2]
-TRAINERS = ["nnUNetTrainer", "ResUnetTrainer_v0_1", "ResUnetTrainer", "SwinUnetTrainer"]
+TRAINERS = ["nnUNetTrainer", "nnUNetTrainer:nnUNetResEncUNetMPlans", "ResUnetTrainer_v0_1", "ResUnetTrainer",
+            "SwinUnetTrainer"]
 
 
 @pytest.fixture(scope="module")
@@ -120,8 +121,9 @@ def test_reported_flops_and_activations_are_the_networks_exact_counts(report):
     """The command's figures are exact counts of the trainer's network at the patch: forward FLOPs of one patch, and
     the bytes one more patch saves for backward (fp32 on CPU), not estimates."""
     for result in report[0]["results"]:
-        plans, dataset_json = synthetic_plans([64, 64], 2)
-        trainer = build_trainer(result["trainer"], plans, dataset_json, "2d", torch.device("cpu"))
+        spec = TrainerSpec.parse(result["trainer"])  # TRAINER or TRAINER:PLANS (nnU-Net's ResEnc M here)
+        plans, dataset_json = synthetic_plans([64, 64], 2, spec.plans_identifier or "nnUNetPlans")
+        trainer = build_trainer(spec.trainer_name, plans, dataset_json, "2d", torch.device("cpu"))
         network = trainer.network
         assert sum(p.numel() for p in network.parameters()) == result["parameters"]
         assert count_forward_flops(network, (1, 1, 64, 64)) / 1e9 == result["forward_gflops_per_patch"]

@@ -6,11 +6,12 @@ import pytest
 
 from nnunetv2_resunet.architectures.configs.comparisons import COMPARISONS
 from nnunetv2_resunet.architectures.configs.ladder import LADDER
-from nnunetv2_resunet.architectures.configs.transformers import TRANSFORMERS
+from nnunetv2_resunet.architectures.configs.transformers import NO_TRANSFORMER_BLOCKS, TRANSFORMERS
 from nnunetv2_resunet.benchmarking.trainer_table import (
     DEFAULT_INPUT_CHANNELS,
     DEFAULT_NUM_CLASSES,
     DEFAULT_PATCH_SIZE,
+    NNUNET_PLANS,
     TABLE_END,
     TABLE_START,
     markdown_table,
@@ -29,9 +30,15 @@ def test_readme_table_is_current():
     document = README.read_text(encoding="utf-8")
     assert replace_table(document, table) == document, \
         "README.md's table is stale: run python -m nnunetv2_resunet.benchmarking.trainer_table --update README.md"
-    assert len(rows) == len(ALL_TRAINERS) == 1 + len(LADDER) + 7 + len(TRANSFORMERS) + 1
+    assert len(rows) - len(NNUNET_PLANS) == len(ALL_TRAINERS) == \
+        1 + len(LADDER) + 7 + len(TRANSFORMERS) + len(NO_TRANSFORMER_BLOCKS) + 1
     for row in rows:
         assert f"`{row.trainer}`" in document
+    # nnU-Net's default and its ResEnc M and L presets, 2d, beside ours: the ResEnc network is residual and larger.
+    nnunet = {row.plans: row for row in rows if row.plans}
+    assert list(nnunet) == ["nnUNetPlans", "nnUNetResEncUNetMPlans", "nnUNetResEncUNetLPlans"]
+    assert nnunet["nnUNetResEncUNetMPlans"].parameters > 2 * nnunet["nnUNetPlans"].parameters
+    assert "| `nnUNetTrainer` `-p nnUNetResEncUNetLPlans` |" in document
 
 
 def test_measure_counts_what_it_claims():

@@ -23,11 +23,12 @@ from conversion_helpers import (
     load_json,
     tree_digest,
 )
-from nnunet_workspace import TEST_DATA
 from nnunetv2_resunet.dataset_conversion.common import ConversionError
 from nnunetv2_resunet.dataset_conversion.convert_acdc import convert_acdc
 
-REAL_SAMPLE = TEST_DATA / "acdc_h5_sample"
+from nnunetv2_resunet.demo.cli import SAMPLE
+
+REAL_SAMPLE = SAMPLE  # the demo's shipped sample: 4 real patients, 8 volumes
 REAL_SAMPLE_CASES = sorted(p.name[: -len(".h5")] for p in REAL_SAMPLE.glob("*.h5"))
 SPACING = (1.5625, 1.5625, 10.0)
 ORIGIN = (-120.0, 80.5, 12.0)

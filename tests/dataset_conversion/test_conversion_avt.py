@@ -420,7 +420,7 @@ def test_partial_training_set_is_reported_and_recorded(
 ) -> None:
     shutil.rmtree(figshare_release / "Dongyang" / "D1")
     out = convert_avt(figshare_release, 803)
-    assert "1 of the 38 ParaTransCNN training cases are missing: ['D1']" in capsys.readouterr().err
+    assert "1 of the 38 ParaTransCNN training cases are missing: D1;" in capsys.readouterr().err
     training_set = load_json(out / "dataset.json")["training_set"]
     assert training_set["missing"] == ["D1"] and training_set["complete"] is False
 

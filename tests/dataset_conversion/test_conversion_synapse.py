@@ -375,7 +375,7 @@ def test_partial_training_set_is_reported_and_recorded(
     for path in (transunet_release / "train_npz").glob("case0040_slice*.npz"):
         path.unlink()
     out = convert_synapse(transunet_release, 801)
-    assert "1 of the 18 TransUNet training cases are missing: ['case0040']" in capsys.readouterr().err
+    assert "1 of the 18 TransUNet training cases are missing: case0040;" in capsys.readouterr().err
     dataset = load_json(out / "dataset.json")
     assert dataset["training_cases"] == [c for c in TRAIN_CASES if c != "case0040"]
     assert dataset["training_set"] == {

@@ -279,21 +279,23 @@ def test_console_command_on_fake_nnunet_results(tmp_path) -> None:
 
     summary = json.loads((out / "summary.json").read_text())
     by_label = {r["label"]: r for r in summary["runs"]}
-    assert set(by_label) == {"ResUnetTrainer 2d (cv)", "nnUNetTrainer 2d (cv)", "ResUnetTrainer 2d (test)"}
-    nnunet = by_label["nnUNetTrainer 2d (cv)"]
+    assert set(by_label) == {"ResUnetTrainer nnUNetPlans 2d (cv)", "nnUNetTrainer nnUNetPlans 2d (cv)",
+                             "ResUnetTrainer nnUNetPlans 2d (test)"}
+    nnunet = by_label["nnUNetTrainer nnUNetPlans 2d (cv)"]
     assert nnunet["folds"] == ["0", "1"] and nnunet["n_cases"] == 4
     liver = nnunet["conventions"]["physical"]["classes"]["liver"]
     assert liver["dice"]["mean"] == pytest.approx(3.5 / 4)
     assert liver["hd95"]["mean"] == pytest.approx(0.75)
     assert nnunet["conventions"]["transunet"]["classes"]["liver"]["hd95"]["mean"] == pytest.approx(0.25)
     assert nnunet["per_fold_mean"]["0"]["physical"]["dice"] == pytest.approx((0.75 + 1.0) / 2)
-    assert by_label["ResUnetTrainer 2d (cv)"]["conventions"]["physical"]["mean"]["dice"]["mean"] == 1.0
+    assert by_label["ResUnetTrainer nnUNetPlans 2d (cv)"]["conventions"]["physical"]["mean"]["dice"]["mean"] == 1.0
     assert summary["published"]["dataset"] == "ACDC"
 
     report = (out / "report.md").read_text()
-    assert "| ResUnetTrainer 2d (cv) | 4 | **100.00 ± 0.00** |" in report
-    assert "| nnUNetTrainer 2d (cv) | 4 | 93.75 ± 12.50 |" in report
-    assert "| ResUnetTrainer 2d (test) | 1 | 100.00 | 0.00 |" in report  # best is marked within a split only
+    assert "| ResUnetTrainer nnUNetPlans 2d (cv) | 4 | **100.00 ± 0.00** |" in report
+    assert "| nnUNetTrainer nnUNetPlans 2d (cv) | 4 | 93.75 ± 12.50 |" in report
+    # best is marked within a split only
+    assert "| ResUnetTrainer nnUNetPlans 2d (test) | 1 | 100.00 | 0.00 |" in report
     bold_cells = sum(line.count("**") // 2 for line in report.splitlines() if line.startswith("| "))
     assert bold_cells == 2 * (6 + 2)  # per convention: ResUnet's 6 cells, nnU-Net's 2 tied spleen cells
     assert ("| PVT-EMCAD-B2 | 92.12 | – | Rahman et al., EMCAD, CVPR 2024 (arXiv:2405.06880), Synapse and ACDC "
@@ -313,7 +315,8 @@ def test_identifiers_name_one_model_each(tmp_path) -> None:
     completed = subprocess.run(command, env=env, capture_output=True, text=True, cwd=tmp_path, timeout=300)
     assert completed.returncode == 0, completed.stderr
     summary = json.loads((out / "summary.json").read_text())
-    assert {r["label"] for r in summary["runs"]} == {"ResUnetTrainer 2d (cv)", "nnUNetTrainer 3d_fullres (cv)"}
+    assert {r["label"] for r in summary["runs"]} == {"ResUnetTrainer nnUNetPlans 2d (cv)",
+                                                     "nnUNetTrainer nnUNetPlans 3d_fullres (cv)"}
     product = _command() + ["-d", DATASET, "-tr", "ResUnetTrainer", "-c", "2d", "3d_fullres", "-o", str(out)]
     completed = subprocess.run(product, env=env, capture_output=True, text=True, cwd=tmp_path, timeout=300)
     assert completed.returncode == 1
@@ -326,7 +329,7 @@ def test_console_command_missing_validation_case_names_it(tmp_path) -> None:
     command = _command() + ["-d", DATASET, "-c", "2d", "-tr", "nnUNetTrainer", "-f", "0", "1", "-o", str(tmp_path)]
     completed = subprocess.run(command, env=env, capture_output=True, text=True, cwd=tmp_path, timeout=300)
     assert completed.returncode == 1
-    assert "nnUNetTrainer 2d (cv) fold 1 case c3: no prediction c3.nii.gz" in completed.stderr
+    assert "nnUNetTrainer nnUNetPlans 2d (cv) fold 1 case c3: no prediction c3.nii.gz" in completed.stderr
 
 
 def test_regions_and_ignore_label_from_dataset_json(tmp_path) -> None:

@@ -186,3 +186,37 @@ def test_reference_matches_its_calibration():
     """The hard-coded reference is nnU-Net's scaled by the measured saved-activation bytes per element."""
     measured = calibrate_reference((128, 128))
     assert abs(measured / RESUNET_REFERENCE_VAL_2D - 1) < 0.05, measured
+
+
+def test_resenc_preset_batch_follows_nnunets_planner(tmp_path, monkeypatch):
+    """The constants behind synthetic ResEnc plans are nnU-Net's own planners' (read from instances), and at
+    512 x 512 (Synapse's slices) the preset rule gives M the default's batch of 12 and L about three times that."""
+    from nnunetv2.experiment_planning.experiment_planners.residual_unets import residual_encoder_unet_planners
+
+    from nnunetv2_resunet.experiment_planning.synthetic_plans import (
+        MIN_BATCH,
+        REFERENCE_BATCH_2D,
+        RESENC_REFERENCE_VAL_2D,
+        preset_batch_size,
+    )
+
+    raw, preprocessed = tmp_path / "raw" / "Dataset998_Preset", tmp_path / "preprocessed" / "Dataset998_Preset"
+    (raw / "imagesTr").mkdir(parents=True)
+    (raw / "labelsTr").mkdir()
+    (raw / "dataset.json").write_text(json.dumps({"channel_names": {"0": "CT"}, "labels": {"background": 0, "a": 1},
+                                                  "numTraining": 0, "file_ending": ".nii.gz"}))
+    preprocessed.mkdir(parents=True)
+    (preprocessed / "dataset_fingerprint.json").write_text("{}")
+    monkeypatch.setenv("nnUNet_raw", str(raw.parent))
+    monkeypatch.setenv("nnUNet_preprocessed", str(preprocessed.parent))
+    for preset in ("M", "L", "XL"):
+        planner = getattr(residual_encoder_unet_planners, f"nnUNetPlannerResEnc{preset}")("Dataset998_Preset")
+        plans = f"nnUNetResEncUNet{preset}Plans"
+        assert plans == planner.plans_identifier
+        reference = planner.UNet_reference_val_2d * planner.UNet_vram_target_GB / planner.UNet_reference_val_corresp_GB
+        assert RESENC_REFERENCE_VAL_2D[plans] == reference
+        assert (planner.UNet_reference_val_corresp_bs_2d, planner.UNet_min_batch_size) == (REFERENCE_BATCH_2D,
+                                                                                         MIN_BATCH)
+    assert preset_batch_size("nnUNetResEncUNetMPlans", (512, 512)) == 12
+    assert 30 <= preset_batch_size("nnUNetResEncUNetLPlans", (512, 512)) <= 40
+    assert preset_batch_size("nnUNetPlans", (512, 512)) is None

@@ -6,14 +6,13 @@ into an ``nnUNet_extTrainer`` folder the way a user's own trainer would be.
 
 import csv
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 import SimpleITK as sitk
 import torch
-from nnunet_workspace import SYNTHETIC_ID, SYNTHETIC_LABELS, SYNTHETIC_NAME, TEST_DATA, NnUNetWorkspace, result_of
+from nnunet_workspace import SYNTHETIC_ID, SYNTHETIC_LABELS, SYNTHETIC_NAME, result_of
 
 
 @pytest.fixture(scope="module")
@@ -125,22 +124,3 @@ def test_imagenet_variant_refuses_scratch_and_trains_from_the_published_file(nnu
                                                                               "nnUNet_n_proc_DA": "0"})
     log = "".join(p.read_text() for p in nnunet_workspace.output_folder(name, 1).glob("training_log_*.txt"))
     assert "loaded before training by nnUNetv2_train's -pretrained_weights" in log
-
-
-def test_real_acdc_sample_converts_plans_and_trains(tmp_path):
-    """The user's flow on real anatomy: our converter (its console command, with worker processes), nnU-Net's
-    integrity check, planning and preprocessing, a brief ResUnet run on the planned patch. (The conversion's exact
-    round trip and split are in tests/dataset_conversion/test_conversion_acdc.py.)"""
-    workspace = NnUNetWorkspace(tmp_path, 802, "Dataset802_ACDC")
-    source = tmp_path / "acdc_h5_sample"
-    shutil.copytree(TEST_DATA / "acdc_h5_sample", source)
-    workspace.run("nnUNetv2_resunet_convert_acdc", "-i", source, "-d", 802, "-np", 2)
-    planned = workspace.run("nnUNetv2_plan_and_preprocess", "-d", 802, "-c", "2d", "-np", 1, "-npfp", 1,
-                            "--verify_dataset_integrity")
-    assert "verify_dataset_integrity Done" in planned.stdout
-    output = workspace.train("ResUnetTrainer")
-    summary = json.loads((output / "validation" / "summary.json").read_text())
-    assert set(summary["mean"]) == {"1", "2", "3"}  # RV, MYO, LV
-    assert summary["metric_per_case"] and all(0.0 <= m["Dice"] <= 1.0 or np.isnan(m["Dice"])
-                                              for case in summary["metric_per_case"]
-                                              for m in case["metrics"].values())

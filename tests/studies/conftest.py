@@ -3,6 +3,7 @@ run end to end by the real ``nnUNetv2_resunet_study run`` on CPU (shared by the 
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +20,25 @@ from nnunet_workspace import (
 # Trainers of the tiny studies: 1 epoch of 2 iterations (nnunet_workspace's short-run subclasses).
 DEFAULT_SHORT = "nnUNetTrainer_short"
 RESUNET_SHORT = "ResUnetTrainer_v0_1_short"
+V1_SHORT = "ResUnetTrainer_short"  # ResUnet v1.0, in two seeded repeats in the local study
+ABLATION_SHORT = "EMCADTrainer_NoTransformerBlocks_short"
+# The local study beside nnU-Net's default on its plans: nnU-Net on ResEnc M plans, ResUnet v1.0 twice (seeded
+# repeats), EMCAD without its transformer blocks.
+LOCAL_MODELS = f"""
+[[models]]
+configuration = "2d"
+trainers = ["{DEFAULT_SHORT}"]
+planner = "resenc_m"
+
+[[models]]
+configuration = "2d"
+trainers = ["{V1_SHORT}"]
+repeats = 2
+
+[[models]]
+configuration = "2d"
+trainers = ["{ABLATION_SHORT}"]
+"""
 # 3 epochs of 2 iterations with a checkpoint after every epoch, to be killed mid-training.
 RESUMABLE = "ResUnetTrainer_v0_1_resumable"
 
@@ -41,7 +61,8 @@ class StudyWorkspace:
         # One augmentation worker: 0 would break nnU-Net's planner (it sets torch's threads from it).
         return {**self.nnunet.env, "nnUNet_n_proc_DA": "1"}
 
-    def study(self, command: str, study: Path, *args: str, check: bool = True, env: dict | None = None):
+    def study(self, command: str, study: Path, *args: str, check: bool = True, env: dict | None = None,
+              timeout: float = 900):
         import subprocess
 
         from nnunet_workspace import console_script
@@ -49,7 +70,7 @@ class StudyWorkspace:
         extra = ("-device", "cpu", "-np", "1") if command in ("run", "plan", "submit") else ()
         result = subprocess.run([*console_script("nnUNetv2_resunet_study"), command, str(study), *extra, *args],
                                 env=env or self.env, cwd=self.studies, capture_output=True, text=True,
-                                timeout=900)  # a whole tiny study: preprocess, train, predict, report
+                                timeout=timeout)  # a whole tiny study: preprocess, train, predict, report
         if check and result.returncode != 0:
             raise AssertionError(f"study {command} exited {result.returncode}\n--- stdout ---\n{result.stdout[-6000:]}"
                                  f"\n--- stderr ---\n{result.stderr[-6000:]}")
@@ -73,6 +94,8 @@ def study_workspace(tmp_path_factory) -> StudyWorkspace:
         write_synthetic_case(base / "imagesTs", base / "labelsTs", f"test_{i:03d}", rng)
     nnunet.add_short_trainer("nnUNetTrainer")
     nnunet.add_short_trainer("ResUnetTrainer_v0_1")
+    nnunet.add_short_trainer("ResUnetTrainer")
+    nnunet.add_short_trainer("EMCADTrainer_NoTransformerBlocks")
     resumable = SHORT_TRAINER_TEMPLATE.format(base="ResUnetTrainer_v0_1", module="nnunetv2_resunet.training",
                                               name=RESUMABLE, epochs=3)
     resumable = resumable.replace("self.num_epochs = 3", "self.num_epochs = 3\n        self.save_every = 1")
@@ -84,8 +107,18 @@ def study_workspace(tmp_path_factory) -> StudyWorkspace:
 
 @pytest.fixture(scope="session")
 def local_study(study_workspace) -> Path:
-    """A study of nnU-Net's default (short run), fold 0 with the test set, run to the end on CPU by
-    ``nnUNetv2_resunet_study run``: preprocess, train, predict, report."""
-    study = write_study(study_workspace.studies, "tiny", [DEFAULT_SHORT])
-    study_workspace.study("run", study)
+    """A study of nnU-Net's default on its plans and on ResEnc M plans, ResUnet v1.0 in two seeded repeats and EMCAD
+    without its transformer blocks (short runs), fold 0 with the test set, run to the end on CPU by
+    ``nnUNetv2_resunet_study run -j 2``: preprocess (two plans), train, predict, report."""
+    from nnunetv2.utilities.crossval_split import generate_crossval_split
+
+    # nnU-Net's own 5-fold split, written beforehand as our converters do: two trainings at once (-j 2) of a dataset
+    # without one would both write it.
+    folder = study_workspace.nnunet.preprocessed / SYNTHETIC_NAME
+    folder.mkdir(parents=True, exist_ok=True)
+    cases = sorted(p.name[:-len(".nii.gz")] for p in (study_workspace.nnunet.raw / SYNTHETIC_NAME / "labelsTr").glob(
+        "*.nii.gz"))
+    (folder / "splits_final.json").write_text(json.dumps(generate_crossval_split(cases, seed=12345, n_splits=5)))
+    study = write_study(study_workspace.studies, "tiny", [DEFAULT_SHORT], model_lines=LOCAL_MODELS)
+    study_workspace.study("run", study, "-j", "2", timeout=1800)  # five models: 12 runs beside the report
     return study

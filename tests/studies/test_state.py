@@ -171,3 +171,49 @@ def test_resources_combine_in_the_documented_order(tmp_path):
     assert parameters == {"job_name": "s:train", "time": 2880, "cpus_per_task": 8, "gpus_per_node": 2,
                           "partition": "a100", "setup": ["module load cuda"], "mem": "32768MB",
                           "dependency": "afterok:17", "additional_parameters": {"kill-on-invalid-dep": "yes"}}
+
+
+def test_resenc_plans_are_planned_after_the_default_and_never_rewrite_its_data(tmp_path, monkeypatch):
+    """A study with nnU-Net's default and ResEnc M plans: one preprocess run per plans, the second after the first;
+    each plans with --no_pp, then prepares only the configurations whose data are missing (ResEnc shares
+    nnUNetPlans_2d, so none); on SLURM the second plans run is a later array."""
+    from nnunetv2_resunet.studies.execute import Options, preprocess_command
+    from nnunetv2_resunet.studies.runs import NnUNetFolders, build_runs
+    from nnunetv2_resunet.studies.slurm import _waves
+
+    raw, preprocessed = tmp_path / "raw", tmp_path / "preprocessed"
+    (raw / "Dataset901_Synthetic").mkdir(parents=True)
+    (raw / "Dataset901_Synthetic" / "dataset.json").write_text(json.dumps({"numTraining": 2}))
+    for name, folder in (("nnUNet_raw", raw), ("nnUNet_preprocessed", preprocessed),
+                         ("nnUNet_results", tmp_path / "results")):
+        monkeypatch.setenv(name, str(folder))
+    study = parse_study({"name": "resenc", "folds": [0], "datasets": [{"id": 901, "test_images": ""}], "models": [
+        {"configuration": "2d", "trainers": ["nnUNetTrainer", "ResUnetTrainer"]},
+        {"configuration": "2d", "trainers": ["nnUNetTrainer"], "planner": "resenc_m"}]}, tmp_path / "resenc.toml")
+    folders = NnUNetFolders.from_environment(study, tmp_path / "reports")
+    runs = build_runs(study, folders)
+    default, resenc = [r for r in runs if r.stage == "preprocess"]
+    assert (default.plans, resenc.plans, resenc.needs) == ("nnUNetPlans", "nnUNetResEncUNetMPlans", (default.key,))
+    trains = {r.model: r.needs for r in runs if r.stage == "train"}
+    assert trains["nnUNetTrainer__nnUNetResEncUNetMPlans__2d"] == (resenc.key,)
+    assert trains["ResUnetTrainer__nnUNetPlans__2d"] == (default.key,)
+    options = Options(device="cpu", num_processes=2)
+    common = ["-d", "901", "-np", "2", "-npfp", "2", "--verify_dataset_integrity", "--no_pp"]
+    assert preprocess_command(default, folders, options) == ["nnUNetv2_plan_and_preprocess", *common]
+    assert preprocess_command(resenc, folders, options) == ["nnUNetv2_plan_and_preprocess", *common,
+                                                            "-pl", "nnUNetPlannerResEncM"]
+    # Planned, with the default plans' 2d data in place: nothing to prepare for ResEnc M (it shares that folder).
+    dataset = preprocessed / "Dataset901_Synthetic"
+    (dataset / "nnUNetPlans_2d").mkdir(parents=True)
+    (dataset / "gt_segmentations").mkdir()
+    for case in ("a", "b"):
+        (dataset / "nnUNetPlans_2d" / f"{case}.pkl").touch()
+        (dataset / "gt_segmentations" / f"{case}.nii.gz").touch()
+    (dataset / "nnUNetResEncUNetMPlans.json").write_text(json.dumps(
+        {"configurations": {"2d": {"data_identifier": "nnUNetPlans_2d"}, "3d_fullres": {}}}))
+    assert preprocess_command(resenc, folders, options) is None
+    (dataset / "nnUNetPlans_2d" / "b.pkl").unlink()
+    assert preprocess_command(resenc, folders, options) == ["nnUNetv2_preprocess", "-d", "901", "-plans_name",
+                                                            "nnUNetResEncUNetMPlans", "-c", "2d", "-np", "2"]
+    assert [[r.plans for r in wave] for wave in _waves([default, resenc])] == [["nnUNetPlans"],
+                                                                               ["nnUNetResEncUNetMPlans"]]

@@ -110,6 +110,13 @@ def test_missing_file(tmp_path):
 def test_we_ship_the_thesis_studies():
     names = {p.stem for p in SHIPPED}
     assert {"thesis_ladder", "thesis_comparisons", "thesis_transformers", "acdc_1epoch"} <= names
+    # Each thesis study puts nnU-Net's default and its ResEnc M and L presets, 2d and 3d_fullres, beside ResUnet.
+    for path in (p for p in SHIPPED if p.stem.startswith("thesis_")):
+        study = load_study(path)
+        models = {(m.trainer, m.configuration, m.plans_for(study.datasets[0]).plans) for m in study.models}
+        nnunet = {("nnUNetTrainer", c, p) for c in ("2d", "3d_fullres")
+                  for p in ("nnUNetPlans", "nnUNetResEncUNetMPlans", "nnUNetResEncUNetLPlans")}
+        assert nnunet <= models and ("ResUnetTrainer", "2d", "nnUNetPlans") in models, path.name
 
 
 @pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)
@@ -150,3 +157,52 @@ def test_shipped_studies_start_each_trainer_from_the_same_weights():
     assert {trainer: names for trainer, names in files.items() if len(names) > 1} == {}
     imagenet = [t.__name__ for t in ALL_TRAINERS if getattr(t.resunet_config, "imagenet_init", False)]
     assert imagenet and all(files.get(t, {"set"}) != {None} for t in imagenet)
+
+
+def test_a_model_names_its_planner_and_plans(tmp_path):
+    """nnU-Net's default and its ResEnc presets in one study: each model block may name its own planner and plans;
+    one plans name is made one way only."""
+    from nnunetv2_resunet.studies.study_file import PLANNERS, PlansSpec
+
+    text = MINIMAL + '\n[[models]]\nconfiguration = "2d"\ntrainers = ["nnUNetTrainer"]\nplanner = "resenc_m"\n' \
+                     '\n[[models]]\nconfiguration = "3d_fullres"\ntrainers = ["nnUNetTrainer"]\nplanner = "resenc_l"\n'
+    study = load_study(write(tmp_path, text))
+    (dataset,) = study.datasets
+    assert [(m.trainer, m.configuration, m.plans_for(dataset).plans) for m in study.models] == [
+        ("nnUNetTrainer", "2d", "nnUNetPlans"), ("ResUnetTrainer", "2d", "nnUNetPlans"),
+        ("nnUNetTrainer", "2d", "nnUNetResEncUNetMPlans"), ("nnUNetTrainer", "3d_fullres", "nnUNetResEncUNetLPlans")]
+    assert study.models[2].plans_spec == PlansSpec("resenc_m", "nnUNetResEncUNetMPlans")
+    assert PLANNERS["resenc_l"] == ("nnUNetPlannerResEncL", "nnUNetResEncUNetLPlans")
+    for bad, problem in [
+        ('planner = "resenc_m"\ngpu_memory_target = 80', "models[1].plans: with gpu_memory_target, name the plans "
+                                                         "(e.g. \"nnUNetResEncUNetMPlans_4GB\")"),
+        ('planner = "resenc_s"', "models[1].planner: must be one of ['nnunet', 'resenc_m', 'resenc_l', 'resenc_xl', "
+                                 "'resunet']"),
+        ('planner = "resunet"\nconfiguration = "3d_fullres"', "models[1].planner: resunet plans the 2d configuration "
+                                                              "only"),
+        ('planner = "resenc_l"\nplans = "nnUNetPlans"', "dataset 901: plans nnUNetPlans are made two ways"),
+    ]:
+        block = '\n[[models]]\ntrainers = ["nnUNetTrainer"]\n' + bad + '\n'
+        if "configuration" not in bad:
+            block += 'configuration = "2d"\n'
+        with pytest.raises(StudyFileError) as error:
+            load_study(write(tmp_path, MINIMAL + block))
+        assert problem in str(error.value)
+
+
+def test_repeats_name_seeded_trainer_variants(tmp_path):
+    """repeats = N trains every trainer N times as <trainer>_seed0 .. _seed<N-1> (after any budget); a model block
+    may set its own."""
+    text = "epochs = 5\nrepeats = 2\n" + MINIMAL + \
+           '\n[[models]]\nconfiguration = "3d_fullres"\ntrainers = ["nnUNetTrainer"]\nrepeats = 3\n'
+    study = load_study(write(tmp_path, text))
+    assert [(m.trainer, m.configuration) for m in study.models] == [
+        ("nnUNetTrainer_5epochs_seed0", "2d"), ("nnUNetTrainer_5epochs_seed1", "2d"),
+        ("ResUnetTrainer_5epochs_seed0", "2d"), ("ResUnetTrainer_5epochs_seed1", "2d"),
+        ("nnUNetTrainer_5epochs_seed0", "3d_fullres"), ("nnUNetTrainer_5epochs_seed1", "3d_fullres"),
+        ("nnUNetTrainer_5epochs_seed2", "3d_fullres")]
+    for bad, problem in [("repeats = 0\n", "repeats: must be a positive number of trainings, got 0"),
+                         ("repeats = 2\n" + MINIMAL.replace('"ResUnetTrainer"', '"ResUnetTrainer_seed4"'),
+                          "ResUnetTrainer_seed4 already names a seeded repeat")]:
+        with pytest.raises(StudyFileError, match=problem):
+            load_study(write(tmp_path, bad + (MINIMAL if "name" not in bad else "")))

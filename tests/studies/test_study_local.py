@@ -2,6 +2,7 @@
 nothing, a training killed mid-way and resumed (not restarted), and a half-written checkpoint reported, not
 trained over."""
 
+import csv
 import json
 import os
 import re
@@ -11,7 +12,7 @@ import time
 
 import pytest
 import torch
-from conftest import DEFAULT_SHORT, RESUMABLE, RESUNET_SHORT, write_study
+from conftest import ABLATION_SHORT, DEFAULT_SHORT, RESUMABLE, RESUNET_SHORT, V1_SHORT, write_study
 from nnunet_workspace import SYNTHETIC_NAME, console_script, process_alive
 
 from nnunetv2_resunet.studies.locks import RunLock, read_lock
@@ -24,6 +25,9 @@ def outputs(root) -> dict[str, float]:
 
 
 def test_a_study_runs_end_to_end_and_a_rerun_changes_nothing(study_workspace, local_study):
+    """nnU-Net's default on its plans and on ResEnc M plans, ResUnet v1.0 in two seeded repeats and EMCAD without
+    its transformer blocks: planned, trained, predicted and reported, with the paired comparison; a re-run changes
+    nothing."""
     model = study_workspace.model_dir(DEFAULT_SHORT)
     assert (model / "fold_0" / "checkpoint_final.pth").is_file()
     assert (model / "fold_0" / "validation" / "summary.json").is_file()
@@ -35,8 +39,12 @@ def test_a_study_runs_end_to_end_and_a_rerun_changes_nothing(study_workspace, lo
 
     report = study_workspace.studies / "results" / "tiny"
     summary = json.loads((report / SYNTHETIC_NAME / "summary.json").read_text())
-    assert {r["label"] for r in summary["runs"]} == {f"{DEFAULT_SHORT} 2d (cv)", f"{DEFAULT_SHORT} 2d (test)"}
+    models = [(DEFAULT_SHORT, "nnUNetPlans"), (DEFAULT_SHORT, "nnUNetResEncUNetMPlans"),
+              (f"{V1_SHORT}_seed0", "nnUNetPlans"), (f"{V1_SHORT}_seed1", "nnUNetPlans"),
+              (ABLATION_SHORT, "nnUNetPlans")]
+    assert {r["label"] for r in summary["runs"]} == {f"{t} {p} 2d ({s})" for t, p in models for s in ("cv", "test")}
     assert (report / SYNTHETIC_NAME / "report.md").is_file() and (report / SYNTHETIC_NAME / "per_case.csv").is_file()
+    _assert_resenc_repeats_and_ablation(study_workspace, report / SYNTHETIC_NAME, summary)
     assert (report / "tiny.toml").read_text() == local_study.read_text()  # the study file that produced it
     status = (report / "status.md").read_text()
     assert re.search(r"train\s+Dataset901_Synthetic\s+nnUNetTrainer_short__nnUNetPlans__2d\s+fold_0\s+done\s+\d+m\d\ds",
@@ -45,10 +53,55 @@ def test_a_study_runs_end_to_end_and_a_rerun_changes_nothing(study_workspace, lo
     before = outputs(study_workspace.nnunet.root) | outputs(report)
     rerun = study_workspace.study("run", local_study)
     assert "start " not in rerun.stderr  # nothing was started
-    assert "6 runs" not in rerun.stdout and "4 runs: 4 done" in rerun.stdout
+    assert "6 runs" not in rerun.stdout and "13 runs: 13 done" in rerun.stdout  # 2 plans, 5 models trained, predicted
     assert outputs(study_workspace.nnunet.root) | outputs(report) == before  # nothing written, nothing overwritten
     plan = study_workspace.study("plan", local_study).stdout
     assert "$ " not in plan  # no command left to run
+
+
+def _assert_resenc_repeats_and_ablation(study_workspace, report, summary) -> None:
+    """The done-criterion of issue 17 on the local study's outputs."""
+    # ResEnc M: planned with nnU-Net's preset planner, after the default plans; nothing re-preprocessed (it shares
+    # nnUNetPlans_2d), and its model trained on those plans.
+    preprocessed = study_workspace.nnunet.preprocessed / SYNTHETIC_NAME
+    resenc_log = (preprocessed / "study_preprocess_nnUNetResEncUNetMPlans.log").read_text()
+    assert "-pl nnUNetPlannerResEncM" in resenc_log and "--no_pp" in resenc_log
+    assert "nnUNetv2_preprocess" not in resenc_log
+    resenc = study_workspace.model_dir(DEFAULT_SHORT, "nnUNetResEncUNetMPlans") / "fold_0"
+    assert "ResidualEncoderUNet" in (resenc / "debug.json").read_text()
+    # Two seeded repeats of ResUnet v1.0: their own folders, their seeds in nnU-Net's logs, different networks.
+    weights = []
+    for seed in (0, 1):
+        fold = study_workspace.model_dir(f"{V1_SHORT}_seed{seed}") / "fold_0"
+        log = next(fold.glob("training_log_*.txt")).read_text()
+        assert f"Seeded repeat: seed {seed}; Python, numpy, torch and the data-augmentation workers" in log
+        weights.append(torch.load(fold / "checkpoint_final.pth", map_location="cpu",
+                                  weights_only=False)["network_weights"])
+    assert not all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+    # EMCAD without its transformer blocks trained and predicted like any model.
+    ablation = study_workspace.model_dir(ABLATION_SHORT)
+    assert (ablation / "predictions_imagesTs_folds_0" / "test_000.nii.gz").is_file()
+    # The report: paired table, CSV and forest plots, against the first ResUnet row (ResUnet's repeats), per repeat
+    # and pooled; the repeats' spread; every row's training cost.
+    markdown = (report / "report.md").read_text()
+    assert f"Reference: **{V1_SHORT}_seed* (2 repeats) nnUNetPlans 2d** (the first ResUnet row" in markdown
+    assert "## Paired comparison with the reference" in markdown and "## Repeats: spread across" in markdown
+    with open(report / "paired.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    compared = {(r["reference"], r["model"], r["split"]) for r in rows}
+    for split in ("cv", "test"):
+        for other in (f"{DEFAULT_SHORT}__nnUNetPlans__2d", f"{DEFAULT_SHORT}__nnUNetResEncUNetMPlans__2d",
+                      f"{ABLATION_SHORT}__nnUNetPlans__2d"):
+            assert {(f"{V1_SHORT}_seed{s}__nnUNetPlans__2d", other, split) for s in (0, 1)} <= compared
+            assert (f"{V1_SHORT}_seed*__nnUNetPlans__2d", other, split) in compared
+    # Fold 0 validates 2 cases and the test set has 2: too few for a test, and said so.
+    assert {r["n"] for r in rows if r["class"] == "mean"} == {"2"} and all(r["p_wilcoxon"] == "" for r in rows)
+    assert "not tested, only 2 cases, a test needs at least 6" in markdown
+    for split in ("cv", "test"):
+        assert (report / f"paired_forest_{split}.png").stat().st_size > 1000
+    cost = next(r for r in summary["runs"] if r["trainer"] == DEFAULT_SHORT and r["split"] == "cv")["training"]
+    assert (cost["epochs"], cost["iterations_per_epoch"], cost["device"]) == ("1", "2", "cpu")
+    assert "## Training cost" in markdown
 
 
 def test_a_killed_training_resumes_and_a_cut_short_checkpoint_is_reported(study_workspace, local_study):

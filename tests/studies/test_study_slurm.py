@@ -275,7 +275,7 @@ def test_a_resubmission_submits_only_what_is_missing_and_the_jobs_finish_it(stud
     assert "=== exit code 0 after" in log
     report = study_workspace.studies / "results" / "tiny_slurm" / SYNTHETIC_NAME
     summary = json.loads((report / "summary.json").read_text())
-    assert {r["label"] for r in summary["runs"]} == {f"{t} 2d ({s})" for t in (DEFAULT_SHORT, RESUNET_SHORT)
+    assert {r["label"] for r in summary["runs"]} == {f"{t} nnUNetPlans 2d ({s})" for t in (DEFAULT_SHORT, RESUNET_SHORT)
                                                     for s in ("cv", "test")}
     # Everything done: a resubmission submits nothing.
     again = study_workspace.study("submit", study, "--slurm_folder", str(folder), env=env)

@@ -12,9 +12,17 @@ from nnunet_workspace import SYNTHETIC_ID, SYNTHETIC_NAME, result_of
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunetv2.training.nnUNetTrainer.variants.training_length import nnUNetTrainer_Xepochs
 
+from nnunetv2_resunet.demo.cli import TRAINERS as DEMO_RUNS
 from nnunetv2_resunet.experiment_planning.synthetic_plans import synthetic_plans
 from nnunetv2_resunet.ext_trainers import nnunetv2_resunet_trainers as exported
-from nnunetv2_resunet.training import ALL_TRAINERS, BUDGET_TRAINERS, EPOCH_BUDGETS, budget_suffix
+from nnunetv2_resunet.training import (
+    ALL_TRAINERS,
+    BUDGET_TRAINERS,
+    DEMO_BUDGET,
+    DEMO_TRAINERS,
+    EPOCH_BUDGETS,
+    budget_suffix,
+)
 
 
 def nnunet_budgets() -> dict[int, str]:
@@ -62,6 +70,29 @@ def test_budget_sets_epochs_before_the_schedule_and_keeps_the_rest(name, tmp_pat
     trainer.network = torch.nn.Conv2d(1, 3, 1)
     _, scheduler = trainer.build_optimizer()
     assert scheduler.max_steps == variant.budget_epochs  # PolyLR decays over the budget, not over 1000 epochs
+
+
+def test_the_demo_trainers_are_the_demo_budget(tmp_path, monkeypatch):
+    """What nnUNetv2_resunet_demo trains: nnU-Net's 2d default, ResUnet v1.0 and EMCAD, each at DEMO_BUDGET through
+    its real __init__, exported for nnU-Net's lookup, validated without test-time mirroring."""
+    monkeypatch.setenv("nnUNet_results", str(tmp_path))
+    plans, dataset_json = synthetic_plans([64, 64], 2, num_classes=3)
+    plans["continue_training"] = False
+    epochs, iterations, validation = DEMO_BUDGET
+    assert set(DEMO_RUNS) == set(DEMO_TRAINERS) == {"nnUNetTrainer_demo", "ResUnetTrainer_demo", "EMCADTrainer_demo"}
+    for name, variant in DEMO_TRAINERS.items():
+        assert getattr(exported, name) is variant
+        trainer = variant(copy.deepcopy(plans), "2d", 0, dataset_json, torch.device("cpu"))
+        assert variant.__bases__[0].__name__ + "_demo" == name
+        assert (trainer.num_epochs, trainer.num_iterations_per_epoch, trainer.num_val_iterations_per_epoch) == \
+               (epochs, iterations, validation)
+        assert set(trainer.my_init_kwargs) == {"plans", "configuration", "fold", "dataset_json", "device"}
+        # Trained with nnU-Net's mirroring augmentation, validated without test-time mirroring.
+        trainer.configure_rotation_dummyDA_mirroring_and_inital_patch_size()
+        assert trainer.inference_allowed_mirroring_axes is None and trainer.num_epochs == epochs
+        base = variant.__bases__[0](copy.deepcopy(plans), "2d", 0, dataset_json, torch.device("cpu"))
+        base.configure_rotation_dummyDA_mirroring_and_inital_patch_size()
+        assert base.inference_allowed_mirroring_axes == (0, 1)
 
 
 def test_nnunet_predict_resolves_a_budget_variant_from_its_checkpoint(nnunet_workspace, trained_models, tmp_path):

@@ -4,8 +4,7 @@ needs no C++ toolchain)."""
 
 import pytest
 import torch
-from gpu_path import check_ddp_job, nnunet_environment, run_ddp
-from nnunet_workspace import SYNTHETIC_NAME
+from gpu_path import COMPILED_DDP_JOBS, check_ddp_job
 
 from nnunetv2_resunet.architectures.registry import NETWORK_CONFIGS, build_network
 
@@ -26,13 +25,11 @@ def test_traces_as_one_graph_under_fp16_autocast(name):
     assert len(outputs) == len(network.output_strides)
 
 
-def test_compiled_training_under_ddp(nnunet_workspace, tmp_path):
+@pytest.mark.parametrize("trainer, deep_supervision, compiled", COMPILED_DDP_JOBS)
+def test_compiled_training_under_ddp(ddp_ranks, trainer, deep_supervision, compiled):
     """nnU-Net's real training path on CUDA: ``initialize()`` compiles the network (and the Dice loss) and wraps it
     in DDP (``-num_gpus``), then ``train_step`` trains, for ResUnet v1.0 with deep supervision and Swin-Unet
-    without. Compile splits the graph at DDP's gradient buckets, and the
-    head whose output nnU-Net weights 0 then got no gradient at all: DDP stopped at the second step, until the
-    trainer kept that weight at 1e-6 under DDP as nnU-Net does without compile."""
-    jobs = [("ResUnetTrainer", True), ("SwinUnetTrainer", False)]
-    ranks = run_ddp(nnunet_environment(nnunet_workspace), SYNTHETIC_NAME, [32, 32], jobs, 2, tmp_path, compiled=True)
-    for trainer, deep_supervision in jobs:
-        assert check_ddp_job(ranks, trainer, deep_supervision)["compiled"]
+    without. Compile splits the graph at DDP's gradient buckets, and the head whose output nnU-Net weights 0 then
+    got no gradient at all: DDP stopped at the second step, until the trainer kept that weight at 1e-6 under DDP as
+    nnU-Net does without compile."""
+    assert check_ddp_job(ddp_ranks, trainer, deep_supervision, compiled)["compiled"]

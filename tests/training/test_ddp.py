@@ -5,33 +5,20 @@ without ``find_unused_parameters``), deep supervision on and off, taken on CPU w
 nnU-Net builds them, are checked."""
 
 import pytest
-from gpu_path import check_ddp_job, nnunet_environment, run_ddp
-from nnunet_workspace import SYNTHETIC_NAME
+from gpu_path import EAGER_DDP_JOBS, check_ddp_job
 
 from nnunetv2_resunet.training import ALL_TRAINERS, ResUnetTrainer_ThesisRecipe, TransformerRecipeTrainer
 
-# Every trainer with deep supervision on and off; the thesis recipe trains without it by definition (its loss is
-# not nnU-Net's deep-supervision wrapper), so only off.
-JOBS = [(t.__name__, deep_supervision) for t in ALL_TRAINERS
-        for deep_supervision in ((False,) if t is ResUnetTrainer_ThesisRecipe else (True, False))]
 TRAINERS = {t.__name__: t for t in ALL_TRAINERS}
-PATCH_SIZE = [32, 32]  # the smallest patch every network takes at its full depth (v0.1's total stride is 32)
-STEPS = 2  # DDP fails at the second step when a parameter got no gradient in the first
 
 
-@pytest.fixture(scope="module")
-def ranks(nnunet_workspace, tmp_path_factory) -> list[dict]:
-    """Both ranks' results for every job, from one pair of processes (nnU-Net's mp.spawn, as run_training does)."""
-    return run_ddp(nnunet_environment(nnunet_workspace), SYNTHETIC_NAME, PATCH_SIZE, JOBS, STEPS,
-                   tmp_path_factory.mktemp("ddp"))
-
-
-@pytest.mark.parametrize("trainer, deep_supervision", JOBS, ids=[f"{t}-ds_{'on' if d else 'off'}" for t, d in JOBS])
-def test_trains_under_ddp(ranks, trainer, deep_supervision):
+@pytest.mark.parametrize("trainer, deep_supervision, compiled", EAGER_DDP_JOBS,
+                         ids=[f"{t}-ds_{'on' if d else 'off'}" for t, d, _ in EAGER_DDP_JOBS])
+def test_trains_under_ddp(ddp_ranks, trainer, deep_supervision, compiled):
     """Both ranks train; and initialize() built what the trainer's recipe says (the thesis recipe: SGD with momentum
     0.9, weight decay 1e-4, no deep supervision; the transformer recipe: AdamW; nnU-Net's otherwise), on the network
     of the trainer's config (a checkpoint of it loads strictly)."""
-    job = check_ddp_job(ranks, trainer, deep_supervision)
+    job = check_ddp_job(ddp_ranks, trainer, deep_supervision)
     assert not job["compiled"] and job["config_state_dict"]
     assert job["deep_supervision_scales"] is deep_supervision
     trainer_class = TRAINERS[trainer]

@@ -6,14 +6,20 @@ attention SAB, multi-scale convolution block MSCB); towards the next finer level
 on the skip, and additive aggregation. One SAB is shared by all stages, as in the official code. Each stage has a
 1x1 prediction head (``out_head1`` .. ``out_head4`` there, ``seg_layers`` here, deepest first).
 
-Heads and outputs: the official network upsamples every head's logits bilinearly to full resolution, trains on
-all 15 sums of subsets of them (MUTATION) and predicts with the sum of all four. Under nnU-Net the full-resolution
-output is that sum (with deep supervision off it is the only output, so nnU-Net predicts like EMCAD), and deep
-supervision adds the heads at strides 4, 8 and 16, which nnU-Net's loss pairs with downsampled targets. The 1/32
-head enters the sum only: nnU-Net gives its lowest-resolution output weight 0 anyway, and at 1/32 a patch under
-16 pixels would have no target pixel (every network here keeps its deep-supervision strides at 16 or below).
-Module names and the official ``'normal'`` initialisation (convs N(0, 0.02), BatchNorm 1 and 0) follow
-``lib/decoders.py``.
+Activations as the authors ran EMCAD on Synapse: ``train_synapse.py`` and ``test_synapse.py`` build ``EMCADNet``
+with ``--activation_mscb relu6``, which reaches the MSCBs only (the 1x1 expansion and the depth-wise convolutions);
+EUCB, LGAG and CAB keep their ReLU default.
+
+Heads and outputs: the official network upsamples every head's logits bilinearly to full resolution and trains on
+all 15 sums of subsets of them (MUTATION); its Synapse and ACDC evaluation (``utils/utils.py``,
+``test_single_volume``) predicts with ``P[-1]`` alone, the stride-4 head (``out_head1``) upsampled 4x. Under
+nnU-Net the full-resolution output is that upsampled stride-4 head (with deep supervision off it is the only output,
+so nnU-Net predicts as EMCAD's evaluation does), and deep supervision adds the heads at strides 4, 8 and 16, which
+nnU-Net's loss pairs with downsampled targets. The 1/32 head (``out_head4``) is built, so that the state dict is
+the official one, but feeds no output: the official prediction ignores it, nnU-Net gives its lowest-resolution
+output weight 0 anyway, and at 1/32 a patch under 16 pixels would have no target pixel (every network here keeps
+its deep-supervision strides at 16 or below). Module names and the official ``'normal'`` initialisation (convs
+N(0, 0.02), BatchNorm 1 and 0) follow ``lib/decoders.py``.
 """
 
 from __future__ import annotations
@@ -33,32 +39,37 @@ def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
 
 
 def conv_bn(in_channels: int, out_channels: int, kernel_size: int = 1, groups: int = 1, bias: bool = False,
-            relu: bool = True) -> nn.Sequential:
+            activation: type[nn.Module] | None = nn.ReLU) -> nn.Sequential:
+    """Conv-BN, then ``activation`` (in place) unless it is None."""
     layers = [nn.Conv2d(in_channels, out_channels, kernel_size, 1, kernel_size // 2, groups=groups, bias=bias),
               nn.BatchNorm2d(out_channels)]
-    return nn.Sequential(*layers, nn.ReLU(inplace=True)) if relu else nn.Sequential(*layers)
+    return nn.Sequential(*layers, *([activation(inplace=True)] if activation is not None else []))
 
 
 class MSDC(nn.Module):
-    """Multi-scale depth-wise convolution: one depth-wise conv-BN-ReLU per kernel size, in parallel."""
+    """Multi-scale depth-wise convolution: one depth-wise conv-BN-activation per kernel size, in parallel."""
 
-    def __init__(self, channels: int, kernel_sizes: Sequence[int]):
+    def __init__(self, channels: int, kernel_sizes: Sequence[int], activation: type[nn.Module] = nn.ReLU6):
         super().__init__()
-        self.dwconvs = nn.ModuleList(conv_bn(channels, channels, k, groups=channels) for k in kernel_sizes)
+        self.dwconvs = nn.ModuleList(conv_bn(channels, channels, k, groups=channels, activation=activation)
+                                     for k in kernel_sizes)
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         return [dwconv(x) for dwconv in self.dwconvs]
 
 
 class MSCB(nn.Module):
-    """Multi-scale convolution block: 1x1 expansion, MSDC summed over scales, shuffle, 1x1 projection, residual."""
+    """Multi-scale convolution block: 1x1 expansion, MSDC summed over scales, shuffle, 1x1 projection, residual.
 
-    def __init__(self, channels: int, kernel_sizes: Sequence[int], expansion_factor: int):
+    ``activation``: of the expansion and the depth-wise convolutions (ReLU6 in EMCAD's Synapse configuration)."""
+
+    def __init__(self, channels: int, kernel_sizes: Sequence[int], expansion_factor: int,
+                 activation: type[nn.Module] = nn.ReLU6):
         super().__init__()
         expanded = channels * expansion_factor
-        self.pconv1 = conv_bn(channels, expanded)
-        self.msdc = MSDC(expanded, kernel_sizes)
-        self.pconv2 = conv_bn(expanded, channels, relu=False)
+        self.pconv1 = conv_bn(channels, expanded, activation=activation)
+        self.msdc = MSDC(expanded, kernel_sizes, activation)
+        self.pconv2 = conv_bn(expanded, channels, activation=None)
         self.shuffle_groups = math.gcd(expanded, channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -87,8 +98,8 @@ class LGAG(nn.Module):
         super().__init__()
         inner = channels // 2
         groups = inner if kernel_size > 1 else 1
-        self.W_g = conv_bn(channels, inner, kernel_size, groups=groups, bias=True, relu=False)
-        self.W_x = conv_bn(channels, inner, kernel_size, groups=groups, bias=True, relu=False)
+        self.W_g = conv_bn(channels, inner, kernel_size, groups=groups, bias=True, activation=None)
+        self.W_x = conv_bn(channels, inner, kernel_size, groups=groups, bias=True, activation=None)
         self.psi = nn.Sequential(nn.Conv2d(inner, 1, 1, bias=True), nn.BatchNorm2d(1), nn.Sigmoid())
         self.activation = nn.ReLU(inplace=True)
 
@@ -136,7 +147,8 @@ class EMCADDecoder(nn.Module):
         lgag_kernel_size: Kernel of the LGAG convs (3).
 
     Attributes:
-        deep_supervision: Return the summed full-resolution output and the heads but the deepest at their strides.
+        deep_supervision: Return the full-resolution output (the stride-4 head upsampled) and the heads but the
+            deepest at their strides.
         output_strides: ``(1, 4, 8, 16)`` on PVTv2.
     """
 
@@ -179,12 +191,13 @@ class EMCADDecoder(nn.Module):
             d = getattr(self, f"eucb{level}")(stages[-1])
             d = d + getattr(self, f"lgag{level}")(g=d, x=skip)
             stages.append(self._attend(d, level))
-        logits = [head(stage) for head, stage in zip(self.seg_layers, stages)]
-        size = [s * self.stage_strides[0] for s in stages[0].shape[2:]]
-        summed = sum(F.interpolate(p, size=size, mode="bilinear") for p in logits)
+        # The 1/32 head (seg_layers[0]) feeds no output: EMCAD's evaluation predicts with the last head alone.
+        logits = [head(stage) for head, stage in zip(self.seg_layers[1:], stages[1:])]
+        size = [s * self.stage_strides[-1] for s in stages[-1].shape[2:]]
+        full = F.interpolate(logits[-1], size=size, mode="bilinear")
         if not self.deep_supervision:
-            return summed
-        return [summed, *reversed(logits[1:])]
+            return full
+        return [full, *reversed(logits)]
 
 
 def _official_init(module: nn.Module) -> None:

@@ -29,8 +29,9 @@ class Run:
 
     @property
     def label(self) -> str:
-        """Short display name: trainer, configuration and split."""
-        parts = [self.trainer] + ([self.configuration] if self.configuration else [])
+        """Display name: trainer, plans, configuration and split (e.g. ``nnUNetTrainer nnUNetResEncUNetMPlans 2d
+        (cv)``): the same trainer on two plans is two rows."""
+        parts = [p for p in (self.trainer, self.plans, self.configuration) if p]
         return " ".join(parts) + ("" if self.split == "pred" else f" ({self.split})")
 
 

@@ -7,7 +7,8 @@ Two ways to name the predictions:
   (``$nnUNet_results/DatasetXXX/TRAINER__PLANS__CONFIGURATION/fold_N/validation``) against
   ``$nnUNet_preprocessed/DatasetXXX/gt_segmentations``, plus test-set predictions given with ``-test_pred``.
 
-Writes ``report.md``, ``per_case.csv``, ``summary.json`` and PNG plots. This module turns the command line into
+Writes ``report.md``, ``per_case.csv``, ``paired.csv`` (a reference row against every other row with the same
+cases, :mod:`.comparisons`), ``summary.json`` and PNG plots. This module turns the command line into
 runs and cases (:mod:`.cases`), evaluates them (:mod:`.evaluate`), summarises (:mod:`.summary`), formats
 (:mod:`.formatting`) and writes (:mod:`.writing`).
 """
@@ -18,7 +19,7 @@ import argparse
 import json
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from nnunetv2_resunet.command_line import (
     UserError,
@@ -42,10 +43,18 @@ from nnunetv2_resunet.evaluation.report.cases import (
     raise_or_collect,
     targets_from_dataset_json,
 )
+from nnunetv2_resunet.evaluation.report.comparisons import compare
 from nnunetv2_resunet.evaluation.report.evaluate import Record, evaluate_jobs
 from nnunetv2_resunet.evaluation.report.formatting import format_report
 from nnunetv2_resunet.evaluation.report.summary import build_summary
-from nnunetv2_resunet.evaluation.report.writing import write_per_case_csv, write_plots, write_summary_json
+from nnunetv2_resunet.evaluation.report.training_cost import training_cost
+from nnunetv2_resunet.evaluation.report.writing import (
+    write_forest_plots,
+    write_paired_csv,
+    write_per_case_csv,
+    write_plots,
+    write_summary_json,
+)
 
 DEFAULT_OUTPUT = "results"
 
@@ -169,6 +178,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="allowed difference in spacing, origin and direction (default 1e-3)",
     )
     add_option(parser, "--no_plots", old=["--no-plots"], action="store_true", help="skip the PNG plots")
+    add_option(parser, "-reference", old=["--reference"],
+               help="the row every other row is compared with, case by case (paired.csv): a trainer name or "
+                    "TRAINER__PLANS__CONFIGURATION (default: the first ResUnet row)")
     return parser
 
 
@@ -181,6 +193,7 @@ class Plan:
     runs: list[Run]
     jobs: list[CaseJob]
     missing: list[MissingCase]
+    costs: dict[Run, dict | None] = field(default_factory=dict)
 
 
 def _plan_from_folders(args: argparse.Namespace) -> Plan:
@@ -248,7 +261,14 @@ def _plan_from_nnunet(args: argparse.Namespace) -> Plan:
             runs.append(run)
             jobs += run_jobs
             missing += run_missing
-    return Plan(name, _load_dataset_json(dataset_json_path), runs, jobs, missing)
+    costs = {}
+    results = os.environ.get("nnUNet_results")
+    if results:
+        for run in runs:
+            model_dir = os.path.join(results, name, f"{run.trainer}__{run.plans}__{run.configuration}")
+            if run.plans and run.configuration and os.path.isdir(model_dir):
+                costs[run] = training_cost(model_dir, run.configuration, args.folds)
+    return Plan(name, _load_dataset_json(dataset_json_path), runs, jobs, missing, costs)
 
 
 def run_report(args: argparse.Namespace) -> dict:
@@ -271,14 +291,18 @@ def run_report(args: argparse.Namespace) -> dict:
         published_key = detect_published_dataset(plan.dataset_name)
     else:
         published_key = None if args.published == "none" else args.published
-    summary = build_summary(plan.dataset_name, plan.runs, records, targets, missing, published_key)
+    summary = build_summary(plan.dataset_name, plan.runs, records, targets, missing, published_key, plan.costs)
+    labels = [t.name for t in targets if not t.is_region]
+    summary["paired"] = compare(records, plan.runs, labels, args.reference)
     os.makedirs(args.output, exist_ok=True)
     write_per_case_csv(records, os.path.join(args.output, "per_case.csv"))
+    write_paired_csv(summary["paired"], os.path.join(args.output, "paired.csv"))
     write_summary_json(summary, os.path.join(args.output, "summary.json"))
     with open(os.path.join(args.output, "report.md"), "w", encoding="utf-8") as handle:
         handle.write(format_report(summary))
     if not args.no_plots:
         write_plots(summary, args.output)
+        write_forest_plots(summary["paired"], args.output)
     return summary
 
 
@@ -287,6 +311,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     def body(arguments: list[str]) -> None:
         args = build_parser().parse_args(arguments)
         run_report(args)
-        print(f"wrote {os.path.join(args.output, 'report.md')}, per_case.csv, summary.json and plots")
+        print(f"wrote {os.path.join(args.output, 'report.md')}, per_case.csv, paired.csv, summary.json and plots")
 
     return run_command(body, argv, "nnUNetv2_resunet_report", user_errors=(MissingCaseError,))

@@ -1,4 +1,5 @@
-"""The summary as Markdown: one table per convention (best values in bold), regions, folds, published figures."""
+"""The summary as Markdown: one table per convention (best values in bold), empty predictions, the paired comparison
+and repeats (:mod:`.paired_formatting`), training cost, regions, folds, published figures."""
 
 from __future__ import annotations
 
@@ -7,14 +8,16 @@ from collections.abc import Sequence
 from nnunetv2_resunet.evaluation.conventions import CONVENTIONS, HD95_UNITS, PHYSICAL
 from nnunetv2_resunet.evaluation.report.summary import CONVENTION_DESCRIPTIONS
 
+EMPTY_MARK = "†"
 
-def _format_stat(stat: dict, scale: float, bold: bool) -> str:
+
+def _format_stat(stat: dict, scale: float, bold: bool, mark: bool = False) -> str:
     if stat["mean"] is None:
         return "–"
     text = f"{stat['mean'] * scale:.2f}"
     if stat["std"] is not None:
         text += f" ± {stat['std'] * scale:.2f}"
-    return f"**{text}**" if bold else text
+    return (f"**{text}**" if bold else text) + (EMPTY_MARK if bold and mark else "")
 
 
 def _best(values: Sequence[float | None], groups: Sequence[str], lower_is_better: bool, scale: float) -> set[int]:
@@ -33,7 +36,7 @@ def _best(values: Sequence[float | None], groups: Sequence[str], lower_is_better
     return best_rows
 
 
-def _markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     return lines
@@ -44,20 +47,70 @@ def convention_table(summary: dict, convention: str) -> list[str]:
     runs = summary["runs"]
     unit = HD95_UNITS[convention]
     label_classes = [c["name"] for c in summary["classes"] if c["kind"] == "label"]
-    columns: list[tuple[str, float, bool, list[dict]]] = []  # (title, scale, lower_is_better, stats per run)
-    for name, getter in [("Mean", lambda r: r["conventions"][convention]["mean"])] + [
-        (c, lambda r, c=c: r["conventions"][convention]["classes"][c]) for c in label_classes
+    # (title, scale, lower_is_better, stats per run, classes whose empty predictions a best value may rest on)
+    columns: list[tuple[str, float, bool, list[dict], list[str]]] = []
+    for name, getter, classes in [("Mean", lambda r: r["conventions"][convention]["mean"], label_classes)] + [
+        (c, lambda r, c=c: r["conventions"][convention]["classes"][c], [c]) for c in label_classes
     ]:
-        columns.append((f"{name} Dice (%)", 100.0, False, [getter(r)["dice"] for r in runs]))
-        columns.append((f"{name} HD95 ({unit})", 1.0, True, [getter(r)["hd95"] for r in runs]))
+        columns.append((f"{name} Dice (%)", 100.0, False, [getter(r)["dice"] for r in runs], []))
+        columns.append((f"{name} HD95 ({unit})", 1.0, True, [getter(r)["hd95"] for r in runs], classes))
     header = ["Model", "Cases"] + [title for title, *_ in columns]
     cells = [[r["label"], str(r["n_cases"])] for r in runs]
     splits = [r["split"] for r in runs]
-    for _, scale, lower, stats in columns:
+    for _, scale, lower, stats, classes in columns:
         best = _best([s["mean"] for s in stats], splits, lower, scale)
         for i, stat in enumerate(stats):
-            cells[i].append(_format_stat(stat, scale, i in best))
-    return _markdown_table(header, cells)
+            empty = any(runs[i].get("empty_predictions", {}).get(c, 0) for c in classes)
+            cells[i].append(_format_stat(stat, scale, i in best, mark=empty))
+    return markdown_table(header, cells)
+
+
+def empty_predictions_block(summary: dict) -> list[str]:
+    """Per row and class, the cases whose prediction was empty where the reference was not (only when any)."""
+    label_classes = [c["name"] for c in summary["classes"] if c["kind"] == "label"]
+    runs = [r for r in summary["runs"] if any(r.get("empty_predictions", {}).values())]
+    if not runs:
+        return []
+    rows = [[r["label"], str(r["n_cases"])] + [str(r["empty_predictions"][c]) for c in label_classes] for r in runs]
+    return [
+        "## Empty predictions where the reference has the class",
+        "",
+        f"Cases in which a row predicted no voxel of a class that the reference contains. Such a case scores Dice 0 "
+        f"under both conventions, but HD95 0 under `transunet` and no HD95 at all under `physical`: a model that "
+        f"never learned a class can then show the best HD95. A best (bold) HD95 of a row with such cases is marked "
+        f"{EMPTY_MARK}; read it together with its Dice.",
+        "",
+        *markdown_table(["Model", "Cases"] + label_classes, rows),
+        "",
+    ]
+
+
+def training_cost_block(summary: dict) -> list[str]:
+    """What each row's model cost to train (from nnU-Net's files), where it is known."""
+    from nnunetv2_resunet.evaluation.report.training_cost import format_seconds
+
+    runs = [r for r in summary["runs"] if r.get("training")]
+    if not runs:
+        return []
+    rows = []
+    for r in runs:
+        cost = r["training"]
+        samples = "–" if cost["samples_per_fold"] is None else f"{cost['samples_per_fold']:,}"
+        rows.append([r["label"], " ".join(cost["folds"]),
+                     f"{cost['epochs']} x {cost['iterations_per_epoch']} x {cost['batch_size'] or '?'}", samples,
+                     f"{format_seconds(cost['wall_seconds'])} ({cost['epochs_timed']} epochs)", cost["device"]])
+    return [
+        "## Training cost",
+        "",
+        "Per row, from the files nnU-Net wrote while training it: epochs x iterations per epoch x batch size (the "
+        "plans' batch, over all GPUs) and the patches that makes per fold; wall time is the sum of nnU-Net's logged "
+        "epoch times over the folds (without start-up and final validation); the device from nnU-Net's debug.json. "
+        "Compare models at matched compute by these columns, and by the benchmark's time per step.",
+        "",
+        *markdown_table(["Model", "Folds", "Epochs x iterations x batch", "Patches per fold", "Wall time (all folds)",
+                         "Device"], rows),
+        "",
+    ]
 
 
 def regions_table(summary: dict) -> list[str]:
@@ -72,7 +125,7 @@ def regions_table(summary: dict) -> list[str]:
         best = _best([s["mean"] for s in stats], [r["split"] for r in runs], False, 100.0)
         for i, stat in enumerate(stats):
             cells[i].append(_format_stat(stat, 100.0, i in best))
-    return _markdown_table(["Model", "Cases"] + [f"{r} Dice (%)" for r in regions], cells)
+    return markdown_table(["Model", "Cases"] + [f"{r} Dice (%)" for r in regions], cells)
 
 
 def published_block(published: dict | None) -> list[str]:
@@ -90,7 +143,7 @@ def published_block(published: dict | None) -> list[str]:
         "authors under the protocol of TransUNet (compare with the `transunet` table above, not with `physical`), "
         "on their own data splits. A dash means the source reports no HD95.",
         "",
-        *_markdown_table(["Method", "Mean Dice (%)", "Mean HD95", "Source"], rows),
+        *markdown_table(["Method", "Mean Dice (%)", "Mean HD95", "Source"], rows),
         "",
     ]
 
@@ -128,6 +181,12 @@ def format_report(summary: dict) -> str:
                     "counted as Dice 0) in this many cases: " + "; ".join(undefined) + ".",
                     "",
                 ]
+    lines += empty_predictions_block(summary)
+    from nnunetv2_resunet.evaluation.report.paired_formatting import paired_block, repeats_block  # imports this module
+
+    if summary.get("paired"):
+        lines += paired_block(summary["paired"]) + repeats_block(summary["paired"]["repeats"])
+    lines += training_cost_block(summary)
     region_lines = regions_table(summary)
     if region_lines:
         lines += ["## Dice for regions (convention `physical`)", "", *region_lines, ""]
@@ -145,7 +204,7 @@ def format_report(summary: dict) -> str:
                 dice = [_format_number(values[c]["dice"], 100.0) for c in CONVENTIONS]
                 hd = [_format_number(values[c]["hd95"], 1.0) for c in CONVENTIONS]
                 rows.append([r["label"], fold, *dice, *hd])
-        lines += _markdown_table(header, rows) + [""]
+        lines += markdown_table(header, rows) + [""]
     if summary["missing"]:
         lines += ["## Missing (not evaluated, --allow_missing)", ""]
         lines += [

@@ -108,8 +108,14 @@ def build_summary(
     targets: Sequence[Target],
     missing: Sequence[MissingCase],
     published_key: str | None,
+    costs: dict[Run, dict | None] | None = None,
 ) -> dict:
-    """Everything the report shows, as JSON-ready data (per-case lists are kept for the plots and dropped on save)."""
+    """Everything the report shows, as JSON-ready data (per-case lists are kept for the plots and dropped on save).
+
+    ``costs``: each run's training cost (:func:`.training_cost.training_cost`), where known. Each run also says,
+    per class, in how many cases its prediction was empty where the reference was not (``empty_predictions``): under
+    the TransUNet protocol such a case scores HD95 0, so a model that never learned a class could look best.
+    """
     labels = [t for t in targets if not t.is_region]
     regions = [t for t in targets if t.is_region]
     run_entries = []
@@ -140,6 +146,12 @@ def build_summary(
                 "n_cases": len({(r.job.fold, r.job.case) for r in run_records}),
                 "conventions": summarize_run(run_records, labels, regions),
                 "per_fold_mean": per_fold,
+                "empty_predictions": {
+                    t.name: sum(1 for r in run_records
+                                if r.target == t and r.metrics.pred_empty and not r.metrics.ref_empty)
+                    for t in labels
+                },
+                "training": (costs or {}).get(run),
             }
         )
     return {

@@ -1,4 +1,4 @@
-"""Write the report's files: per_case.csv, summary.json and the PNG plots."""
+"""Write the report's files: per_case.csv, paired.csv, summary.json and the PNG plots."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import os
 from collections.abc import Sequence
 
 from nnunetv2_resunet.evaluation.conventions import CONVENTIONS, HD95_UNITS
+from nnunetv2_resunet.evaluation.report.comparisons import CSV_COLUMNS
 from nnunetv2_resunet.evaluation.report.evaluate import Record
 
 CSV_FIELDS: tuple[str, ...] = (
@@ -63,9 +64,53 @@ def write_per_case_csv(records: Sequence[Record], path: str) -> None:
             writer.writerow(csv_row(record))
 
 
+def json_ready(value):
+    """``value`` with NaN floats as None (JSON has no NaN), recursively."""
+    if isinstance(value, float):
+        return None if math.isnan(value) else value
+    if isinstance(value, dict):
+        return {k: json_ready(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_ready(v) for v in value]
+    return value
+
+
+def write_paired_csv(paired: dict, path: str) -> None:
+    """``paired.csv``: one row per comparison, class and metric (reference minus model; Dice as a fraction, HD95 in
+    mm; an untested pair has empty p-values)."""
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=CSV_COLUMNS, extrasaction="ignore")
+        writer.writeheader()
+        for row in paired["rows"]:
+            writer.writerow({k: "" if isinstance(v, float) and math.isnan(v) else v for k, v in row.items()})
+
+
+def write_forest_plots(paired: dict, output_dir: str) -> list[str]:
+    """One forest plot per split: each comparison's mean difference and 95 % interval, per class and the mean."""
+    from nnunetv2_resunet.evaluation import plots  # matplotlib only when plotting
+
+    written = []
+    for split in dict.fromkeys(r["split"] for r in paired["rows"]):
+        panels = {}
+        for metric, name, unit, scale in (("dice", "Dice", "pp", 100.0), ("hd95", "HD95", "mm", 1.0)):
+            title = f"{name}, reference minus model ({unit})"
+            entries = []
+            for row in paired["rows"]:
+                if row["split"] == split and row["metric"] == metric:
+                    name = row["model"] if row["level"] != "pooled" else row["model"] + " (pooled)"
+                    entries.append((f"{name}: {row['class']}", row["mean_diff"] * scale, row["ci_low"] * scale,
+                                    row["ci_high"] * scale, bool(row.get("distinguishable"))))
+            panels[title] = entries
+        path = os.path.join(output_dir, f"paired_forest_{split}.png")
+        plots.plot_forest(panels, f"Paired with {paired['reference_label']} ({split}); filled: distinguishable "
+                                  f"(Holm p < 0.05)", path)
+        written.append(path)
+    return written
+
+
 def write_summary_json(summary: dict, path: str) -> None:
     """``summary.json`` without the per-case lists (those are in per_case.csv)."""
-    slim = json.loads(json.dumps(summary, default=_json_default))
+    slim = json_ready(json.loads(json.dumps(summary, default=_json_default)))
     for run in slim["runs"]:
         for convention in run["conventions"].values():
             convention.pop("per_case", None)
