@@ -11,6 +11,8 @@ from pathlib import Path
 import numpy as np
 from nnunetv2.configuration import default_num_processes
 
+from nnunetv2_resunet.command_line import add_option, command_parser, run_command
+
 from .common import ConversionError, Geometry
 from .transaction import (
     Interrupted,
@@ -18,31 +20,26 @@ from .transaction import (
 )
 
 
-def build_parser(description: str, default_id: int, default_name: str) -> argparse.ArgumentParser:
+def build_parser(prog: str, description: str, default_id: int, default_name: str) -> argparse.ArgumentParser:
     """Argument parser with the flags every converter has: -i, -d, -n, -np, --overwrite."""
-    parser = argparse.ArgumentParser(description=description)
-    parser.add_argument("-i", "--input", required=True, type=Path, help="folder of the downloaded release")
-    parser.add_argument(
-        "-d", "--dataset_id", type=int, default=default_id, help=f"nnU-Net dataset ID (default: {default_id})"
-    )
-    parser.add_argument(
-        "-n", "--name", default=default_name, help=f"dataset name, DatasetXXX_NAME (default: {default_name})"
-    )
-    parser.add_argument(
-        "-np",
-        "--num_processes",
-        type=int,
-        default=default_num_processes,
-        help=f"worker processes, one case each (default: {default_num_processes}, nnU-Net's default)",
-    )
+    parser = command_parser(prog, description)
+    add_option(parser, "-i", old=["--input"], required=True, type=Path, help="folder of the downloaded release")
+    add_option(parser, "-d", old=["--dataset_id"], type=int, default=default_id,
+               help=f"nnU-Net dataset ID (default: {default_id})")
+    add_option(parser, "-n", old=["--name"], default=default_name,
+               help=f"dataset name, DatasetXXX_NAME (default: {default_name})")
+    add_option(parser, "-np", old=["--num_processes"], type=int, default=default_num_processes,
+               help=f"worker processes, one case each (default: {default_num_processes}, nnU-Net's default)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing dataset of the same ID and name")
     return parser
 
 
 def add_spacing_argument(parser: argparse.ArgumentParser, what: str) -> None:
-    """Add ``--spacing X Y Z`` for releases that carry no voxel spacing."""
-    parser.add_argument(
-        "--spacing",
+    """Add ``-spacing X Y Z`` for releases that carry no voxel spacing."""
+    add_option(
+        parser,
+        "-spacing",
+        old=["--spacing"],
         type=float,
         nargs=3,
         metavar=("X", "Y", "Z"),
@@ -56,30 +53,33 @@ def spacing_geometry(spacing: Sequence[float] | None) -> Geometry:
     if spacing is None:
         return Geometry()
     if len(spacing) != 3 or any(not np.isfinite(s) or s <= 0 for s in spacing):
-        raise ConversionError(f"--spacing needs three positive numbers (x y z), got {list(spacing)}")
+        raise ConversionError(f"-spacing needs three positive numbers (x y z), got {list(spacing)}")
     return Geometry(spacing=(float(spacing[0]), float(spacing[1]), float(spacing[2])))
 
 
-def run_cli(convert: Callable[[], Path]) -> int:
-    """Run a conversion, printing a ConversionError or an interrupt as one line instead of a traceback.
+def run_cli(parser: argparse.ArgumentParser, argv: Sequence[str] | None,
+            convert: Callable[[argparse.Namespace], Path]) -> int:
+    """Parse ``argv`` and run ``convert(args)`` through :func:`~nnunetv2_resunet.command_line.run_command`: a
+    ConversionError is one line, an interrupt says what became of the dataset.
 
     Returns:
         The exit code: 0, 1 on a ConversionError, 128 + the signal number on SIGINT/SIGTERM.
     """
-    try:
-        with interrupts_raise():
-            target = convert()
-    except ConversionError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt as e:
-        signum = e.signum if isinstance(e, Interrupted) else signal.SIGINT
-        if isinstance(e, Interrupted) and e.completed:
-            print(f"interrupted by {signal.Signals(signum).name} after the dataset was put in place; it is complete",
-                  file=sys.stderr)
-        else:
-            print(f"interrupted by {signal.Signals(signum).name}: nothing was changed in nnUNet_raw or "
-                  "nnUNet_preprocessed", file=sys.stderr)
-        return 128 + signum
-    print(f"Done: {target}")
-    return 0
+    def body(arguments: list[str]) -> int:
+        args = parser.parse_args(arguments)
+        try:
+            with interrupts_raise():
+                target = convert(args)
+        except KeyboardInterrupt as e:
+            signum = e.signum if isinstance(e, Interrupted) else signal.SIGINT
+            if isinstance(e, Interrupted) and e.completed:
+                print(f"interrupted by {signal.Signals(signum).name} after the dataset was put in place; it is "
+                      "complete", file=sys.stderr)
+            else:
+                print(f"interrupted by {signal.Signals(signum).name}: nothing was changed in nnUNet_raw or "
+                      "nnUNet_preprocessed", file=sys.stderr)
+            return 128 + signum
+        print(f"Done: {target}")
+        return 0
+
+    return run_command(body, argv, parser.prog, user_errors=(ConversionError,))

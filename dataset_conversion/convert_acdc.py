@@ -8,10 +8,10 @@ Two source layouts, detected from the folder given with ``-i``:
 * The processed h5 volumes of the SSL4MIS / WSL4MIS code bases: ``patientXXX_frameYY.h5`` with ``image`` (float32,
   Z x H x W, normalised) and ``label`` (uint8); ``scribble`` is ignored. SSL4MIS keeps them in ``data/ACDC/data/``
   (slices in ``data/slices/``), WSL4MIS in ``data/ACDC/ACDC_training_volumes/``. No spacing is stored: 1x1x1 unless
-  ``--spacing`` is given.
+  ``-spacing`` is given.
 
 Splits: by default 5 folds over patients like nnU-Net's own Dataset027 (both frames of a patient in one fold);
-``--split transunet`` holds out the 20 test patients of the TransUNet protocol as imagesTs/labelsTs and writes its
+``-split transunet`` holds out the 20 test patients of the TransUNet protocol as imagesTs/labelsTs and writes its
 one fold (10 validation patients, 70 training patients).
 """
 
@@ -24,6 +24,8 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+
+from nnunetv2_resunet.command_line import add_option
 
 from .cli import add_spacing_argument, build_parser, run_cli, spacing_geometry
 from .common import (
@@ -209,7 +211,7 @@ def apply_transunet_split(jobs: list[CaseJob], source: Path) -> list[CaseJob]:
     )
     if len(patients) != NUM_TRAINING_PATIENTS:
         raise ConversionError(
-            f"{source}: --split transunet needs the {NUM_TRAINING_PATIENTS} ACDC training patients, found "
+            f"{source}: -split transunet needs the {NUM_TRAINING_PATIENTS} ACDC training patients, found "
             f"{len(patients)}"
         )
     return [replace(j, subset="Ts") if patient_of(j.case_id) in TRANSUNET_TEST_PATIENTS else j for j in jobs]
@@ -222,14 +224,14 @@ def plan_acdc(source: Path, split: str = "nnunet", spacing: Sequence[float] | No
         ConversionError: If neither layout is found, ``split`` is unknown, or the source fails a structural check.
     """
     if split not in SPLITS:
-        raise ConversionError(f"--split must be one of {list(SPLITS)}, got {split!r}")
+        raise ConversionError(f"-split must be one of {list(SPLITS)}, got {split!r}")
     require_folder(source, "the ACDC release")
     training = _challenge_training(source)
     warnings: list[str] = []
     extra: dict[str, object] = {}
     if training is not None:
         if spacing is not None:
-            raise ConversionError(f"{source}: --spacing is only for the h5 layout; the challenge files carry spacing")
+            raise ConversionError(f"{source}: -spacing is only for the h5 layout; the challenge files carry spacing")
         jobs: list[CaseJob] = list(collect_challenge_folder(training, "Tr", labels_required=True))
         testing = first_existing(training.parent, ("testing",))
         layout, spacing_note = "challenge", "spacing, origin and direction from the release"
@@ -259,7 +261,7 @@ def plan_acdc(source: Path, split: str = "nnunet", spacing: Sequence[float] | No
         spacing_note = (
             f"voxel spacing {list(spacing)} (x, y, z) given on the command line"
             if spacing is not None
-            else "voxel spacing 1x1x1: the h5 layout stores none (pass --spacing to set one)"
+            else "voxel spacing 1x1x1: the h5 layout stores none (pass -spacing to set one)"
         )
     origin: dict[str, list[Path]] = defaultdict(list)
     for job in jobs:
@@ -315,21 +317,25 @@ def convert_acdc(
 def main(argv: Sequence[str] | None = None) -> int:
     """Console entry point ``nnUNetv2_resunet_convert_acdc``."""
     parser = build_parser(
+        "nnUNetv2_resunet_convert_acdc",
         "Convert ACDC (challenge release or SSL4MIS/WSL4MIS h5 volumes) into nnU-Net raw format.",
         DEFAULT_DATASET_ID,
         DEFAULT_NAME,
     )
-    parser.add_argument(
-        "--split",
+    add_option(
+        parser,
+        "-split",
+        old=["--split"],
         choices=SPLITS,
         default="nnunet",
         help="nnunet: 5 folds over patients like nnU-Net's Dataset027 (default); transunet: the 20 test patients "
         "of the TransUNet protocol go to imagesTs/labelsTs and fold 0 is its 70/10 train/validation split",
     )
     add_spacing_argument(parser, "the h5 layout")
-    args = parser.parse_args(argv)
     return run_cli(
-        lambda: convert_acdc(
+        parser,
+        argv,
+        lambda args: convert_acdc(
             args.input, args.dataset_id, args.name, args.split, args.spacing, args.num_processes, args.overwrite
         )
     )

@@ -6,12 +6,12 @@ Two source layouts, detected from the folder given with ``-i``:
   ``Dongyang/D1/...`` (56 cases): the three collection folders, in each one folder per case holding one image and
   one ``.seg.nrrd``; nothing else under ``-i`` is a case. Any non-zero mask voxel becomes aorta (1); a mask saved on a
   cropped sub-grid is placed on the image grid; spacing, origin and direction are kept. Images stored as HU + 1024
-  (reported for KiTS and Rider) are detected per case by their air value and corrected (``--hu-shift``).
+  (reported for KiTS and Rider) are detected per case by their air value and corrected (``-hu_shift``).
 * The 2D layout of the papers (ParaTransCNN): ``train/<case>_slice_<n>.npz`` (``image``, ``label``; only slices that
   contain aorta, so slice numbers have gaps) and ``test_vol_h5/<case>.h5`` (``image``, ``label``, ``origin``,
   ``direction``, ``xyz_thickness``). Training slices are stacked in slice-number order without filling the gaps
   (the numbers are kept in dataset.json), so those volumes suit the 2d configuration only; they store no spacing
-  (1x1x1 unless ``--spacing``). Test volumes keep their stored geometry.
+  (1x1x1 unless ``-spacing``). Test volumes keep their stored geometry.
 
 Case IDs are the case names made file-name safe ('R7 (AD)' -> 'R7_AD'); dataset.json maps them back. The split is
 ParaTransCNN's: 18 test cases in imagesTs/labelsTs, 5 folds over the other 38.
@@ -27,6 +27,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from nnunetv2_resunet.command_line import add_option
 
 from .cli import add_spacing_argument, build_parser, run_cli, spacing_geometry
 from .common import (
@@ -146,7 +148,7 @@ class FigshareCaseJob(ImageLabelFilesJob):
             raise ConversionError(
                 f"{self.image_path}: cannot tell whether this CT is in Hounsfield units (air about -1000) or stored "
                 f"as HU + {HU_OFFSET} (air about 0): its air/background level is {air:g}. Check the scan; "
-                "pass --hu-shift none to convert every case as stored"
+                "pass -hu_shift none to convert every case as stored"
             )
         notes = {"case_intensity": {"air_value": air, "subtracted": HU_OFFSET if subtract else 0}}
         return (subtract_offset(image) if subtract else image), notes
@@ -283,7 +285,7 @@ def plan_avt(source: Path, spacing: Sequence[float] | None = None, hu_shift: str
         ConversionError: If neither layout is found or the source fails a structural check.
     """
     if hu_shift not in HU_SHIFT_MODES:
-        raise ConversionError(f"--hu-shift must be one of {list(HU_SHIFT_MODES)}, got {hu_shift!r}")
+        raise ConversionError(f"-hu_shift must be one of {list(HU_SHIFT_MODES)}, got {hu_shift!r}")
     require_folder(source, "the AVT release")
     train_folder, test_folder = first_existing(source, TRAIN_FOLDERS), first_existing(source, TEST_FOLDERS)
     extra_json: dict[str, object]
@@ -298,7 +300,7 @@ def plan_avt(source: Path, spacing: Sequence[float] | None = None, hu_shift: str
         spacing_note = (
             f"training spacing {list(spacing)} (x, y, z) given on the command line"
             if spacing is not None
-            else "training spacing 1x1x1: the slices store none (pass --spacing to set one)"
+            else "training spacing 1x1x1: the slices store none (pass -spacing to set one)"
         )
         description = (
             "AVT aorta CTA from the papers' 2D layout: training slices (only those containing aorta) stacked in "
@@ -308,7 +310,7 @@ def plan_avt(source: Path, spacing: Sequence[float] | None = None, hu_shift: str
         extra_json = {"source_layout": "2d", "training_slice_numbers": slice_numbers}
     elif collection_folders(source):
         if spacing is not None:
-            raise ConversionError(f"{source}: --spacing is only for the 2D layout; the figshare files carry spacing")
+            raise ConversionError(f"{source}: -spacing is only for the 2D layout; the figshare files carry spacing")
         jobs, names, ignored = collect_figshare(source, hu_shift)
         if ignored:
             print(f"note: not part of the AVT release, passed over: {ignored}")
@@ -316,7 +318,7 @@ def plan_avt(source: Path, spacing: Sequence[float] | None = None, hu_shift: str
             f"images stored as HU + {HU_OFFSET} were detected per case by their air value and {HU_OFFSET} subtracted "
             "(dataset.json's case_intensity lists each case)"
             if hu_shift == "auto"
-            else "images converted as stored (--hu-shift none)"
+            else "images converted as stored (-hu_shift none)"
         )
         description = (
             "AVT aorta CTA from the figshare release (KiTS, Rider, Dongyang): any non-zero mask voxel is aorta; "
@@ -369,23 +371,27 @@ def convert_avt(
 def main(argv: Sequence[str] | None = None) -> int:
     """Console entry point ``nnUNetv2_resunet_convert_avt``."""
     parser = build_parser(
+        "nnUNetv2_resunet_convert_avt",
         "Convert the Aortic Vessel Tree (AVT) CTA collection (figshare release or the papers' 2D npz/h5 layout) into "
         "nnU-Net raw format with ParaTransCNN's train/test split.",
         DEFAULT_DATASET_ID,
         DEFAULT_NAME,
     )
     add_spacing_argument(parser, "the 2D layout's training slices")
-    parser.add_argument(
-        "--hu-shift",
+    add_option(
+        parser,
+        "-hu_shift",
+        old=["--hu-shift"],
         choices=HU_SHIFT_MODES,
         default="auto",
         help="figshare release: 'auto' (default) measures each image's air value; air about 0 means the image is "
         f"stored as HU + {HU_OFFSET} (reported for KiTS and Rider) and {HU_OFFSET} is subtracted, air about -1000 "
         "means HU, kept; anything else stops the conversion. 'none' converts every image as stored",
     )
-    args = parser.parse_args(argv)
     return run_cli(
-        lambda: convert_avt(
+        parser,
+        argv,
+        lambda args: convert_avt(
             args.input, args.dataset_id, args.name, args.spacing, args.num_processes, args.overwrite, args.hu_shift
         )
     )

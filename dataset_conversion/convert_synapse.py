@@ -5,7 +5,7 @@ Two source layouts, detected from the folder given with ``-i``:
 * TransUNet's release: ``train_npz/caseXXXX_sliceNNN.npz`` (2D slices, keys ``image``, ``label``) and
   ``test_vol_h5/caseXXXX.npy.h5`` (volumes stored slice-first, keys ``image``, ``label``). Training slices are
   stacked back into one volume per case in slice-number order; the 12 test volumes go to imagesTs/labelsTs. The
-  release stores no spacing: 1x1x1 unless ``--spacing`` is given.
+  release stores no spacing: 1x1x1 unless ``-spacing`` is given.
 * The raw BTCV release: ``Training/img/imgXXXX.nii.gz`` and ``Training/label/labelXXXX.nii.gz`` (13 organs), mapped
   to TransUNet's 8 organs, with the release's spacing, origin and direction, split like TransUNet.
 """
@@ -236,7 +236,7 @@ def plan_synapse(source: Path, spacing: Sequence[float] | None = None) -> Conver
         spacing_note = (
             f"voxel spacing {list(geometry.spacing)} (x, y, z) given on the command line"
             if spacing is not None
-            else "voxel spacing 1x1x1: TransUNet's release stores none (pass --spacing to set one)"
+            else "voxel spacing 1x1x1: TransUNet's release stores none (pass -spacing to set one)"
         )
         return ConversionPlan(
             jobs=[*train_jobs, *test_jobs],
@@ -252,7 +252,7 @@ def plan_synapse(source: Path, spacing: Sequence[float] | None = None) -> Conver
         )
     if btcv_training is not None:
         if spacing is not None:
-            raise ConversionError(f"{source}: --spacing is only for TransUNet's release; BTCV carries its own spacing")
+            raise ConversionError(f"{source}: -spacing is only for TransUNet's release; BTCV carries its own spacing")
         jobs = collect_btcv(btcv_training)
         ids = [j.case_id for j in jobs]
         check_published_cases(TEST_CASES, ids, "TransUNet test cases", btcv_training)
@@ -295,15 +295,17 @@ def convert_synapse(
 def main(argv: Sequence[str] | None = None) -> int:
     """Console entry point ``nnUNetv2_resunet_convert_synapse``."""
     parser = build_parser(
+        "nnUNetv2_resunet_convert_synapse",
         "Convert the Synapse multi-organ CT release (TransUNet's npz/h5 or raw BTCV) into nnU-Net raw format with "
         "TransUNet's train/test split.",
         DEFAULT_DATASET_ID,
         DEFAULT_NAME,
     )
     add_spacing_argument(parser, "TransUNet's release")
-    args = parser.parse_args(argv)
     return run_cli(
-        lambda: convert_synapse(
+        parser,
+        argv,
+        lambda args: convert_synapse(
             args.input, args.dataset_id, args.name, args.spacing, args.num_processes, args.overwrite
         )
     )

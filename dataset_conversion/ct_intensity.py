@@ -1,5 +1,5 @@
 """CT intensity scales: telling Hounsfield units from images stored as HU + 1024 by their air value, and undoing
-the shift. The AVT converter uses it per case (``--hu-shift``); see dataset_conversion/README.md for what is known
+the shift. The AVT converter uses it per case (``-hu_shift``); see dataset_conversion/README.md for what is known
 about the shift in AVT's KiTS and Rider collections."""
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ def subtract_offset(image: np.ndarray) -> np.ndarray:
 
 
 def mixed_scales(notes: dict[str, dict[str, Any]]) -> list[str]:
-    """With ``--hu-shift none``: a warning when some cases look like HU and others like HU + 1024."""
+    """With ``-hu_shift none``: a warning when some cases look like HU and others like HU + 1024."""
     intensity = notes.get("case_intensity", {})
     shifted = sorted(c for c, n in intensity.items() if n["subtracted"] == 0 and is_shifted(n["air_value"]))
     hounsfield = sorted(c for c, n in intensity.items() if is_hounsfield(n["air_value"]))
@@ -73,6 +73,6 @@ def mixed_scales(notes: dict[str, dict[str, Any]]) -> list[str]:
         return [
             f"the images hold two intensity scales: {shifted} have air at about 0 (HU + {HU_OFFSET}), "
             f"{len(hounsfield)} others at about -1000 (HU); nnU-Net's CT normalisation uses one global scale for all. "
-            "--hu-shift auto would subtract 1024 from the first"
+            "-hu_shift auto would subtract 1024 from the first"
         ]
     return []

@@ -192,6 +192,9 @@ def classify_preprocessed(folder: Path) -> tuple[list[str], list[str]]:
 
 def _require_root(env_path: Any) -> Path:
     root = env_folder(env_path)
+    if root.exists() and not root.is_dir():
+        raise ConversionError(f"{root}: {env_path.env_var_name} names a file, not a folder; point it at your nnU-Net "
+                              f"folder")
     if not root.is_dir():
         raise ConversionError(
             f"{root}: {env_path.env_var_name} points to a folder that does not exist; create it (mkdir -p '{root}') "

@@ -18,15 +18,18 @@ PACKAGE = "nnunetv2_resunet"
 # Which other parts of the project each part may import (a part may always import itself).
 MAY_IMPORT: dict[str, set[str]] = {
     "architectures": set(),  # networks know nothing of training, reports, planning or costs
-    "training": {"architectures"},
+    "training": {"architectures", "command_line"},
     "ext_trainers": {"training"},  # what nnU-Net imports by bare name: re-exports only
-    "evaluation": set(),  # reads predictions on disk, never a network
-    "experiment_planning": {"architectures"},  # plans for a network's memory
-    "benchmarking": {"architectures", "training", "experiment_planning"},
-    "dataset_conversion": set(),
+    "evaluation": {"command_line"},  # reads predictions on disk, never a network
+    "experiment_planning": {"architectures", "command_line"},  # plans for a network's memory
+    "benchmarking": {"architectures", "training", "experiment_planning", "command_line"},
+    "dataset_conversion": {"command_line"},
     # drives nnU-Net and our commands as subprocesses; reads only the budget names of training
-    "studies": {"training"},
-    "demo": {"dataset_conversion", "studies"},  # runs the converter and a study as their commands, on shipped data
+    "studies": {"training", "command_line"},
+    # runs the converter and a study as their commands, on shipped data
+    "demo": {"dataset_conversion", "studies", "command_line"},
+    # what every console command shares (flag spelling, one line per mistake): argparse and nnU-Net only
+    "command_line": set(),
     "_ext_trainer": set(),  # the .pth hook: runs in every Python process
     "__init__": set(),
 }

@@ -123,11 +123,16 @@ class SegmentationNetwork(nn.Module):
         convs = [m for m in self.modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))]
         handles = [m.register_forward_hook(count) for m in convs]
         meta_state = {k: torch.empty_like(v, device="meta") for k, v in self.state_dict(keep_vars=True).items()}
+        # In eval mode: a training-mode BatchNorm refuses one value per channel, which a small patch (<= the
+        # network's stride) gives at the bottom for this one sample; the shapes, and so the count, are the same.
+        was_training = self.training
+        self.eval()
         try:
             with torch.no_grad():
                 x = torch.empty((1, self.input_channels, *input_size), device="meta")
                 torch.func.functional_call(self, meta_state, (x,))
         finally:
+            self.train(was_training)
             for handle in handles:
                 handle.remove()
         return total

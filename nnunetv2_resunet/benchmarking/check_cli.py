@@ -20,14 +20,22 @@ from nnunetv2_resunet.benchmarking.check import (
     NNUNET_DEFAULT,
     run_check,
 )
+from nnunetv2_resunet.command_line import (
+    UserError,
+    add_option,
+    command_parser,
+    output_folder,
+    run_command,
+    torch_device,
+)
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     from nnunetv2_resunet.training import ALL_TRAINERS
 
-    parser = argparse.ArgumentParser(
-        prog="nnUNetv2_resunet_check",
-        description="Is the plugin healthy on this GPU, and what does it cost there: nnU-Net's real training step "
+    parser = command_parser(
+        "nnUNetv2_resunet_check",
+        "Is the plugin healthy on this GPU, and what does it cost there: nnU-Net's real training step "
                     "(fp16 autocast + GradScaler, torch.compile for some) for nnU-Net's default and every trainer "
                     "of ours on synthetic Synapse-like plans, the planner's memory prediction against the real "
                     "peak, and GPU against CPU prediction. Writes check.json and check.md under "
@@ -36,28 +44,32 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help="cuda, cuda:N or cpu (default: cuda if available; on CPU only at small sizes).")
     parser.add_argument("-tr", nargs="+", default=[t.__name__ for t in ALL_TRAINERS], metavar="TRAINER",
                         help=f"Trainers to check besides {NNUNET_DEFAULT} (default: every trainer of the plugin).")
-    parser.add_argument("--compiled", nargs="*", default=list(COMPILED_BY_DEFAULT), metavar="TRAINER",
-                        help="Trainers also checked with torch.compile (default: nnU-Net's default, v0.1, v1.0 "
-                             "and the transformers; none with an empty list).")
-    parser.add_argument("--compile_backend", default=None,
-                        help="torch.compile backend (default: torch's, inductor, as nnU-Net uses it).")
-    parser.add_argument("--patch_size", nargs=2, type=int, default=[512, 512], metavar=("H", "W"),
-                        help="Patch of the synthetic plans (default 512 512, Synapse's slices).")
-    parser.add_argument("--batch_size", type=int, default=12, help="Batch size (default 12, nnU-Net's 2d plan).")
-    parser.add_argument("--num_classes", type=int, default=14, help="Outputs, background included (default 14).")
-    parser.add_argument("--warmup", type=int, default=5, help="Untimed steps first (compiling, cuDNN autotuning).")
-    parser.add_argument("--steps", type=int, default=25, help="Timed steps; the median is reported.")
-    parser.add_argument("--memory_targets", nargs="*", type=float, default=[8.0, 24.0], metavar="GB",
-                        help="GPU memory targets whose planned batch is trained to compare peaks (default 8 24).")
+    add_option(parser, "-compiled", old=["--compiled"], nargs="*", default=list(COMPILED_BY_DEFAULT),
+               metavar="TRAINER", help="Trainers also checked with torch.compile (default: nnU-Net's default, v0.1, "
+                                       "v1.0 and the transformers; none with an empty list).")
+    add_option(parser, "-compile_backend", old=["--compile_backend"], default=None,
+               help="torch.compile backend (default: torch's, inductor, as nnU-Net uses it).")
+    add_option(parser, "-patch_size", old=["--patch_size"], nargs=2, type=int, default=[512, 512],
+               metavar=("H", "W"), help="Patch of the synthetic plans (default 512 512, Synapse's slices).")
+    add_option(parser, "-batch_size", old=["--batch_size"], type=int, default=12,
+               help="Batch size (default 12, nnU-Net's 2d plan).")
+    add_option(parser, "-num_classes", old=["--num_classes"], type=int, default=14,
+               help="Outputs, background included (default 14).")
+    add_option(parser, "-warmup", old=["--warmup"], type=int, default=5,
+               help="Untimed steps first (compiling, cuDNN autotuning).")
+    add_option(parser, "-steps", old=["--steps"], type=int, default=25, help="Timed steps; the median is reported.")
+    add_option(parser, "-memory_targets", old=["--memory_targets"], nargs="*", type=float, default=[8.0, 24.0],
+               metavar="GB", help="GPU memory targets whose planned batch is trained to compare peaks (default 8 24).")
     parser.add_argument("-o", dest="output_folder", default=None,
                         help="Where check.json and check.md go (default results/gpu/<device>/).")
     args = parser.parse_args(argv)
     if args.warmup < 1 or args.steps < 1 or args.batch_size < 1:
-        parser.error(f"need --warmup, --steps and --batch_size of at least 1, got {args.warmup}, {args.steps}, "
+        parser.error(f"need -warmup, -steps and -batch_size of at least 1, got {args.warmup}, {args.steps}, "
                      f"{args.batch_size}")
-    device = torch.device(args.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        parser.error(f"-device {args.device}: no CUDA device is available here; use -device cpu")
+    try:
+        torch_device(args.device)
+    except UserError as error:
+        parser.error(str(error))
     return args
 
 
@@ -130,7 +142,14 @@ def device_folder(environment: dict) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Console entry point ``nnUNetv2_resunet_check``; returns the exit status (1: something is unhealthy)."""
+    return run_command(_check, argv, "nnUNetv2_resunet_check")
+
+
+def _check(argv: list[str]) -> int:
     args = parse_args(argv)
+    if args.output_folder:
+        output_folder(args.output_folder, "-o")
     device = torch.device(args.device)
     trainers = list(dict.fromkeys(args.tr))
     compiled = [t for t in args.compiled if t == NNUNET_DEFAULT or t in trainers]

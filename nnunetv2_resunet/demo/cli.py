@@ -28,6 +28,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from nnunetv2_resunet.command_line import command_parser, output_folder, run_command, torch_device
+
 SAMPLE = Path(__file__).resolve().parent / "acdc_sample"
 DEFAULT_DATASET_ID = 899
 DATASET_NAME = "ACDCSample"
@@ -139,11 +141,11 @@ def run_step(step: str, entry: tuple[str, str], *args: object) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="nnUNetv2_resunet_demo", allow_abbrev=False,
-        description="The whole flow on four real ACDC patients shipped with the plugin: convert, plan and "
-                    "preprocess, train nnU-Net's 2d default, ResUnet v1.0 and EMCAD briefly, validate, report. It "
-                    "demonstrates the flow and measures nothing.")
+    parser = command_parser(
+        "nnUNetv2_resunet_demo",
+        "The whole flow on four real ACDC patients shipped with the plugin: convert, plan and preprocess, train "
+        "nnU-Net's 2d default, ResUnet v1.0 and EMCAD briefly, validate, report. It demonstrates the flow and "
+        "measures nothing.")
     parser.add_argument("-o", dest="folder", type=Path, default=Path(DEFAULT_FOLDER),
                         help=f"the demo's folder: study file, report, and nnU-Net's folders unless nnUNet_raw, "
                              f"nnUNet_preprocessed and nnUNet_results are set (default: ./{DEFAULT_FOLDER})")
@@ -162,6 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
 def run_demo(args: argparse.Namespace) -> Path:
     """Convert (unless done), run the study, return the report's folder."""
     folder = args.folder.absolute()
+    output_folder(folder, "-o")  # also when nnU-Net's variables are set: the study file and the report go there
     folders = nnunet_folders(folder)
     os.environ.update({v: str(p) for v, p in folders.items()})
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
@@ -173,6 +176,8 @@ def run_demo(args: argparse.Namespace) -> Path:
         import torch
 
         device = "cuda" if torch.cuda.is_available() else "cpu"
+    elif device == "cuda":
+        torch_device(device)
     print(f"nnUNetv2_resunet_demo: the flow on {len(sample_cases())} real ACDC volumes (4 patients) shipped with "
           f"the plugin, {', '.join(args.trainers)} on {device}. It demonstrates the flow and measures nothing: the "
           f"budget is a few dozen iterations and the score is one patient's.\nFolder: {folder}"
@@ -190,13 +195,14 @@ def run_demo(args: argparse.Namespace) -> Path:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Console entry point ``nnUNetv2_resunet_demo``."""
+    """Console entry point ``nnUNetv2_resunet_demo``; returns the exit status."""
+    return run_command(_demo, argv, "nnUNetv2_resunet_demo", user_errors=(DemoError,))
+
+
+def _demo(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     try:
         report = run_demo(args)
-    except DemoError as error:
-        print(f"nnUNetv2_resunet_demo: error: {error}", file=sys.stderr)
-        return 1
     except KeyboardInterrupt:
         print("nnUNetv2_resunet_demo: interrupted; run it again to resume", file=sys.stderr)
         return 130

@@ -25,7 +25,7 @@ SOURCES: dict[str, str] = {
     "TransUNet": "Chen et al., TransUNet, arXiv:2102.04306 (2021), Synapse and ACDC tables",
 }
 
-#: Dataset keys understood by ``--published`` and their display names.
+#: Dataset keys understood by ``-published`` and their display names.
 DATASET_NAMES: dict[str, str] = {"synapse": "Synapse (BTCV multi-organ)", "acdc": "ACDC", "avt": "AVT"}
 
 

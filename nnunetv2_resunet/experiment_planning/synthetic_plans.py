@@ -127,14 +127,20 @@ def preset_batch_size(plans_identifier: str, patch_size: Sequence[int], num_inpu
 
 
 def dataset_plans(dataset: str, plans_identifier: str) -> tuple[dict, dict]:
-    """Plans and dataset.json of a planned dataset in ``nnUNet_preprocessed``."""
-    from batchgenerators.utilities.file_and_folder_operations import isfile, join, load_json
-    from nnunetv2.paths import nnUNet_preprocessed
-    from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_dataset_name
+    """Plans and dataset.json of a planned dataset in ``nnUNet_preprocessed``.
 
-    folder = join(nnUNet_preprocessed.require(), maybe_convert_to_dataset_name(dataset))
+    Raises:
+        UserError: nnUNet_preprocessed is unset, the dataset unknown, or its plans file missing.
+    """
+    from batchgenerators.utilities.file_and_folder_operations import isfile, join, load_json
+
+    from nnunetv2_resunet.command_line import UserError, dataset_name, existing_file, nnunet_folder
+
+    folder = join(nnunet_folder("nnUNet_preprocessed"), dataset_name(dataset))
     plans_file = join(folder, plans_identifier + ".json")
     if not isfile(plans_file):
-        raise FileNotFoundError(f"no plans {plans_file}; plan the dataset first (nnUNetv2_plan_experiment or "
-                                f"nnUNetv2_resunet_plan)")
-    return load_json(plans_file), load_json(join(folder, "dataset.json"))
+        raise UserError(f"-p {plans_identifier}: no plans {plans_file}; plan the dataset first "
+                        f"(nnUNetv2_plan_and_preprocess or nnUNetv2_resunet_plan), or give its plans identifier")
+    existing_file(plans_file, "plans file", "plan the dataset again")
+    return load_json(plans_file), load_json(existing_file(join(folder, "dataset.json"), "dataset.json",
+                                                          "plan and preprocess the dataset again"))

@@ -28,7 +28,10 @@ NNUNET_CONFIGURATIONS: dict[str, int] = {"2d": 2, "3d_fullres": 3, "3d_lowres": 
 
 
 class StudyProblems(StudyFileError):
-    """A study that cannot run as it is; ``problems`` holds one line per problem."""
+    """A study that cannot run as it is; ``problems`` holds one line per problem (printed so: see
+    ``command_line.run_command``)."""
+
+    one_problem_per_line = True
 
     def __init__(self, path: Path, problems: list[str]):
         self.problems = problems

@@ -20,15 +20,16 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from nnunetv2_resunet.command_line import add_option, command_parser, run_command, torch_device
 from nnunetv2_resunet.studies.runs import NnUNetFolders, build_runs
 from nnunetv2_resunet.studies.state import Status, study_states
 from nnunetv2_resunet.studies.study_file import Study, StudyFileError, load_study
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="nnUNetv2_resunet_study",
-        description="Run a study (datasets x trainers x folds, test-set predictions and one report) with nnU-Net, "
+    parser = command_parser(
+        "nnUNetv2_resunet_study",
+        "Run a study (datasets x trainers x folds, test-set predictions and one report) with nnU-Net, "
                     "on this machine or on SLURM. The state of every run is read from nnU-Net's own files.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="{status,plan,run,submit}")
     helps = {"status": "what is done, running, failed (with the log) or waiting",
@@ -64,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
             slurm.add_argument("-account")
             slurm.add_argument("-qos")
             slurm.add_argument("-constraint")
-            slurm.add_argument("--slurm_folder", default=None,
+            add_option(slurm, "-slurm_folder", old=["--slurm_folder"], default=None,
                                help="submitit's folder for job scripts and logs (default: "
                                     "$nnUNet_results/studies/<study name>/slurm)")
     return parser
@@ -106,16 +107,19 @@ def plan_text(study: Study, runs: list, states: dict, folders: NnUNetFolders, op
     return format_plan(runs, states, commands, folders)
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    args = build_parser().parse_args(argv)
-    try:
-        sys.exit(dispatch(args))
-    except StudyFileError as error:
-        print(f"nnUNetv2_resunet_study: error: {error}", file=sys.stderr)
-        sys.exit(2)
-    except KeyboardInterrupt:  # the runs it started were stopped and their exits logged; a re-run resumes them
-        print("nnUNetv2_resunet_study: interrupted (Ctrl-C); run the same command again to resume", file=sys.stderr)
-        sys.exit(128 + signal.SIGINT)
+def main(argv: Sequence[str] | None = None) -> int:
+    """Console entry point ``nnUNetv2_resunet_study``; returns the exit status (2 for a mistake in the study or
+    the command line)."""
+    def body(arguments: list[str]) -> int:
+        args = build_parser().parse_args(arguments)
+        try:
+            return dispatch(args)
+        except KeyboardInterrupt:  # the runs it started were stopped and their exits logged; a re-run resumes them
+            print("nnUNetv2_resunet_study: interrupted (Ctrl-C); run the same command again to resume",
+                  file=sys.stderr)
+            return 128 + signal.SIGINT
+
+    return run_command(body, argv, "nnUNetv2_resunet_study", user_errors=(StudyFileError,), error_status=2)
 
 
 def dispatch(args: argparse.Namespace) -> int:
@@ -142,6 +146,8 @@ def dispatch(args: argparse.Namespace) -> int:
         return 0
     if problems:
         raise StudyProblems(study.path, problems)
+    if args.command == "run" and args.device == "cuda":
+        torch_device(args.device)  # submit's jobs run on GPU nodes: only `run` needs one here
     options = options_from(args)
     folders.remember_reports(study)
     if args.command == "run":

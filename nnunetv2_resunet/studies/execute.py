@@ -133,8 +133,8 @@ def report_command(run: Run, runs: list[Run], states: dict[str, RunState], optio
                "-np", str(options.num_processes)]
     tested = [m for m in models if m.test_predictions]
     if tested:
-        command += ["--test-pred", *(f"{m.identifier}={m.test_predictions}" for m in tested),
-                    "--test-gt", str(run.test_labels)]
+        command += ["-test_pred", *(f"{m.identifier}={m.test_predictions}" for m in tested),
+                    "-test_gt", str(run.test_labels)]
     return command
 
 

@@ -40,7 +40,7 @@ CONVERTERS: dict[str, Converter] = {
 }
 # The choices of the options that have a fixed set, as the converters' argparse ``choices`` spell them.
 CHOICES: dict[str, tuple[str, ...]] = {"split": ("nnunet", "transunet"), "hu_shift": ("auto", "none")}
-FLAGS: dict[str, str] = {"split": "--split", "spacing": "--spacing", "hu_shift": "--hu-shift"}
+FLAGS: dict[str, str] = {"split": "-split", "spacing": "-spacing", "hu_shift": "-hu_shift"}
 SOURCE_PLACEHOLDER = "SOURCE"
 
 

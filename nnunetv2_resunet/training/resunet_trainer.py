@@ -24,13 +24,14 @@ from nnunetv2_resunet.architectures.base import SegmentationNetwork
 from nnunetv2_resunet.architectures.configs.ladder import LADDER
 from nnunetv2_resunet.architectures.pretrained import expected_file, has_pretrained_encoder
 from nnunetv2_resunet.architectures.registry import NetworkConfig, build_network
+from nnunetv2_resunet.command_line import UserError
 
 
 def check_2d(configuration_manager: ConfigurationManager, trainer_name: str, configuration: str = "") -> None:
     """Raise a clear error for a 3d configuration: ResUnet is a 2D network."""
     patch_size = configuration_manager.patch_size
     if len(patch_size) != 2:
-        raise ValueError(
+        raise UserError(
             f"{trainer_name} trains a 2D network, but configuration {configuration or 'given'} has a "
             f"{len(patch_size)}D patch size {list(patch_size)}. Use the 2d configuration: -c 2d")
 

@@ -23,9 +23,9 @@ TRAINERS = ["nnUNetTrainer", "nnUNetTrainer:nnUNetResEncUNetMPlans", "ResUnetTra
 def report(tmp_path_factory):
     out = tmp_path_factory.mktemp("benchmarks")
     completed = subprocess.run(
-        [*console_script("nnUNetv2_resunet_benchmark"), "-tr", *TRAINERS, "--patch-size", "64", "64",
-         "--batch-size", "2", "--warmup", "1", "--steps", "2", "--device", "cpu", "--threads", "1", "-o", str(out),
-         "--name", "tiny"],
+        [*console_script("nnUNetv2_resunet_benchmark"), "-tr", *TRAINERS, "-patch_size", "64", "64",
+         "-batch_size", "2", "-warmup", "1", "-steps", "2", "-device", "cpu", "-threads", "1", "-o", str(out),
+         "-name", "tiny"],
         capture_output=True, text=True, timeout=600)
     assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
     with open(out / "tiny.json") as f:

@@ -14,8 +14,8 @@ from nnunetv2_resunet.experiment_planning.resunet_planner import (
     resunet_feature_map_size,
 )
 
-TINY = ["-device", "cpu", "--patch_size", "32", "32", "--batch_size", "2", "--num_classes", "3", "--warmup", "1",
-        "--steps", "2"]
+TINY = ["-device", "cpu", "-patch_size", "32", "32", "-batch_size", "2", "-num_classes", "3", "-warmup", "1",
+        "-steps", "2"]
 
 
 def check(tmp_path, *args: str) -> tuple[subprocess.CompletedProcess, dict, str]:
@@ -27,8 +27,8 @@ def check(tmp_path, *args: str) -> tuple[subprocess.CompletedProcess, dict, str]
 
 @pytest.mark.integration
 def test_a_healthy_check_reports_every_figure(tmp_path):
-    result, report, markdown = check(tmp_path, "-tr", "ResUnetTrainer_v0_1", "--compiled", "nnUNetTrainer",
-                                     "--compile_backend", "aot_eager", "--memory_targets", "0.01")
+    result, report, markdown = check(tmp_path, "-tr", "ResUnetTrainer_v0_1", "-compiled", "nnUNetTrainer",
+                                     "-compile_backend", "aot_eager", "-memory_targets", "0.01")
     assert result.returncode == 0 and report["healthy"], markdown
     assert report["environment"]["packages"]["nnunetv2"].startswith("2.8")
     assert report["environment"]["transformer_parts_under_fp16"] == "bfloat16"  # a CPU computes bf16
@@ -52,7 +52,7 @@ def test_a_broken_trainer_makes_it_unhealthy_and_the_others_still_run(tmp_path):
     and makes the check unhealthy (exit 1), and the others still run."""
     from nnunetv2_resunet.benchmarking.check_cli import main
 
-    code = main([*TINY, "-tr", "NoSuchTrainer", "--compiled", "--memory_targets", "-o", str(tmp_path)])
+    code = main([*TINY, "-tr", "NoSuchTrainer", "-compiled", "-memory_targets", "-o", str(tmp_path)])
     report, markdown = json.loads((tmp_path / "check.json").read_text()), (tmp_path / "check.md").read_text()
     assert code == 1 and not report["healthy"]
     rows = {r["trainer"]: r for r in report["training"]}

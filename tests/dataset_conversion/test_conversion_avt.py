@@ -222,7 +222,7 @@ FIGSHARE_BAD_INPUTS: list[tuple[str, Callable[[Path], None], str, str]] = [
         "air_neither_hu_nor_shifted",
         lambda r: write_nrrd((hu_image("R9") + 600).astype(np.int16), r / f"{LAST_FIGSHARE}.nrrd"),
         "R9.nrrd",
-        "--hu-shift none",
+        "-hu_shift none",
     ),
     (
         "inf_image",

@@ -10,6 +10,7 @@ its error instead of hanging it.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -50,8 +51,9 @@ def synapse_release(tmp_path: Path) -> Path:
 
 
 def assert_one_error_line(result: subprocess.CompletedProcess[str], names: str, says: str) -> None:
-    """The command failed with exactly one ``error:`` line naming ``names`` and saying ``says``, no traceback."""
-    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    """The command failed with exactly one ``CONVERTER: error:`` line naming ``names`` and saying ``says``, no
+    traceback."""
+    errors = [line for line in result.stderr.splitlines() if re.match(r"nnUNetv2_resunet_convert_\w+: error: ", line)]
     assert result.returncode == 1, result.stdout[-2000:] + result.stderr[-3000:]
     assert "Traceback" not in result.stderr, result.stderr[-3000:]
     assert len(errors) == 1 and names in errors[0] and says in errors[0], result.stderr[-3000:]
@@ -72,7 +74,7 @@ def test_split_is_written_into_the_dataset_too(synapse_release: Path, dirs: Nnun
 def test_overwrite_that_cannot_write_the_split_keeps_the_old_dataset_and_split(
     tmp_path: Path, dirs: NnunetDirs, read_only: str
 ) -> None:
-    """--overwrite --split transunet over an nnunet conversion must not leave test patients in an old split."""
+    """--overwrite -split transunet over an nnunet conversion must not leave test patients in an old split."""
     source = make_h5_replica(tmp_path / "ACDC", range(1, 101))
     convert_acdc(source, 802, num_processes=2)
     dataset, split = dirs.raw / "Dataset802_ACDC", dirs.preprocessed / "Dataset802_ACDC"
@@ -82,7 +84,7 @@ def test_overwrite_that_cannot_write_the_split_keeps_the_old_dataset_and_split(
     try:
         result = run_console(
             "nnUNetv2_resunet_convert_acdc",
-            ["-i", str(source), "--split", "transunet", "--overwrite", "-np", "1"],
+            ["-i", str(source), "-split", "transunet", "--overwrite", "-np", "1"],
             dirs,
             prefix=permissions_bind(),
         )
@@ -406,7 +408,7 @@ def convert_old_synapse(release: Path, dirs: NnunetDirs) -> tuple[Path, dict]:
     return old, load_json(dirs.preprocessed / SYNAPSE / "splits_final.json")
 
 
-OVERWRITE_ARGS = ["-np", "1", "--overwrite", "--spacing", "0.8", "0.8", "3"]
+OVERWRITE_ARGS = ["-np", "1", "--overwrite", "-spacing", "0.8", "0.8", "3"]
 
 
 def spacing_of(dataset: Path) -> tuple[float, ...]:

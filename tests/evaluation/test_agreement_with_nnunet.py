@@ -89,7 +89,7 @@ def test_per_case_dice_equals_nnunets_compute_metrics_on_folder(tmp_path, labels
     write(pred, cases, 1)
     (pred / "dataset.json").write_text(json.dumps(dataset_json))
 
-    main(["--pred", str(pred), "--gt", str(gt), "-o", str(tmp_path / "out"), "-np", "1", "--no-plots"])
+    main(["-pred", str(pred), "-gt", str(gt), "-o", str(tmp_path / "out"), "-np", "1", "--no_plots"])
     with open(tmp_path / "out" / "per_case.csv", newline="") as f:
         ours = {(r["case"], r["label"]): float(r["dice"]) for r in csv.DictReader(f)}
 

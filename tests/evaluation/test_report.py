@@ -1,4 +1,4 @@
-"""Tests for nnUNetv2_resunet_report: --pred/--gt folders and a fake nnU-Net results tree, checked number by number."""
+"""Tests for nnUNetv2_resunet_report: -pred/-gt folders and a fake nnU-Net results tree, checked number by number."""
 
 import csv
 import json
@@ -95,7 +95,7 @@ def _assert_png(path) -> None:
 
 def test_pred_gt_mode_hand_checked_numbers(folders) -> None:
     pred, gt, out = folders
-    main(["--pred", str(pred), "--gt", str(gt), "-o", str(out), "-np", "1"])
+    main(["-pred", str(pred), "-gt", str(gt), "-o", str(out), "-np", "1"])
 
     rows = _read_csv(out / "per_case.csv")
     assert len(rows) == 6
@@ -147,7 +147,7 @@ def test_both_conventions_can_be_recomputed_from_the_csv(folders) -> None:
     from nnunetv2_resunet.evaluation.conventions import convention_scores
 
     pred, gt, out = folders
-    main(["--pred", str(pred), "--gt", str(gt), "-o", str(out), "-np", "1", "--no-plots"])
+    main(["-pred", str(pred), "-gt", str(gt), "-o", str(out), "-np", "1", "--no_plots"])
     rows = _read_csv(out / "per_case.csv")
     summary = json.loads((out / "summary.json").read_text())
     for convention in ("physical", "transunet"):
@@ -171,18 +171,16 @@ def test_both_conventions_can_be_recomputed_from_the_csv(folders) -> None:
 def test_missing_prediction_is_an_error_naming_the_case(folders, capsys) -> None:
     pred, gt, out = folders
     os.remove(pred / "case_b.nii.gz")
-    with pytest.raises(SystemExit) as exit_info:
-        main(["--pred", str(pred), "--gt", str(gt), "-o", str(out), "-np", "1"])
-    assert exit_info.value.code == 1
+    assert main(["-pred", str(pred), "-gt", str(gt), "-o", str(out), "-np", "1"]) == 1
     error = capsys.readouterr().err
-    assert "case case_b: no prediction case_b.nii.gz" in error and "--allow-missing" in error
+    assert "case case_b: no prediction case_b.nii.gz" in error and "--allow_missing" in error
     assert not (out / "report.md").exists()
 
 
 def test_allow_missing_lists_the_case(folders) -> None:
     pred, gt, out = folders
     os.remove(pred / "case_b.nii.gz")
-    main(["--pred", str(pred), "--gt", str(gt), "-o", str(out), "-np", "1", "--allow-missing", "--no-plots"])
+    main(["-pred", str(pred), "-gt", str(gt), "-o", str(out), "-np", "1", "--allow_missing", "--no_plots"])
     summary = json.loads((out / "summary.json").read_text())
     assert [m["case"] for m in summary["missing"]] == ["case_b"]
     assert summary["runs"][0]["n_cases"] == 2
@@ -194,8 +192,7 @@ def test_geometry_mismatch_is_an_error_naming_the_case(folders, capsys) -> None:
     pred, gt, out = folders
     ref, _ = _reference_and_prediction()["case_c"]
     _write(pred / "case_c.nii.gz", ref, spacing=(1.0, 1.0, 2.5))
-    with pytest.raises(SystemExit):
-        main(["--pred", str(pred), "--gt", str(gt), "-o", str(out), "-np", "2"])
+    assert main(["-pred", str(pred), "-gt", str(gt), "-o", str(out), "-np", "2"]) == 1
     error = capsys.readouterr().err
     assert "case case_c: prediction spacing (1.0, 1.0, 2.5) != reference spacing (1.0, 1.0, 3.0)" in error
 
@@ -267,7 +264,7 @@ def test_console_command_on_fake_nnunet_results(tmp_path) -> None:
     env = _fake_tree(tmp_path)
     out = tmp_path / "report"
     command = _command() + ["-d", "501", "-c", "2d", "-tr", "ResUnetTrainer", "nnUNetTrainer", "-f", "0", "1"]
-    command += ["--test-pred", f"ResUnetTrainer={tmp_path / 'test_pred'}", "-np", "2", "-o", str(out)]
+    command += ["-test_pred", f"ResUnetTrainer={tmp_path / 'test_pred'}", "-np", "2", "-o", str(out)]
     completed = subprocess.run(command, env=env, capture_output=True, text=True, cwd=tmp_path, timeout=300)
     assert completed.returncode == 0, completed.stderr
 
@@ -314,7 +311,7 @@ def test_identifiers_name_one_model_each(tmp_path) -> None:
     shutil.copytree(results / "nnUNetTrainer__nnUNetPlans__2d", results / "nnUNetTrainer__nnUNetPlans__3d_fullres")
     out = tmp_path / "report"
     command = _command() + ["-d", DATASET, "-tr", "ResUnetTrainer__nnUNetPlans__2d",
-                            "nnUNetTrainer__nnUNetPlans__3d_fullres", "-f", "0", "1", "-o", str(out), "--no-plots"]
+                            "nnUNetTrainer__nnUNetPlans__3d_fullres", "-f", "0", "1", "-o", str(out), "--no_plots"]
     completed = subprocess.run(command, env=env, capture_output=True, text=True, cwd=tmp_path, timeout=300)
     assert completed.returncode == 0, completed.stderr
     summary = json.loads((out / "summary.json").read_text())
@@ -366,7 +363,7 @@ def test_regions_and_ignore_label_from_dataset_json(tmp_path) -> None:
     _write(gt / "x.nii.gz", ref)
     _write(pred / "x.nii.gz", prediction)
     (pred / "dataset.json").write_text(json.dumps(brats_like))
-    main(["--pred", str(pred), "--gt", str(gt), "-o", str(out), "-np", "1", "--no-plots"])
+    main(["-pred", str(pred), "-gt", str(gt), "-o", str(out), "-np", "1", "--no_plots"])
     rows = _read_csv(out / "per_case.csv")
     whole = _row(rows, "x", "whole tumor")
     assert (whole["kind"], whole["label"], float(whole["dice"])) == ("region", "1,2,3", 1.0)

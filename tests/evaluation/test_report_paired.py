@@ -97,7 +97,7 @@ def paired_tree(tmp_path, monkeypatch):
 def _report(tmp_path, *extra: str, plots: bool = False) -> tuple[list[dict], dict, str]:
     out = tmp_path / "report"
     main(["-d", DATASET, "-c", "2d", "-tr", *REPEATS, "nnUNetTrainer", "-f", "0", "1", "-np", "1", "-o", str(out),
-          "--published", "none", *extra, *([] if plots else ["--no-plots"])])
+          "-published", "none", *extra, *([] if plots else ["--no_plots"])])
     with open(out / "paired.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))
     return rows, json.loads((out / "summary.json").read_text()), (out / "report.md").read_text()
@@ -181,14 +181,14 @@ def test_repeats_spread_empty_predictions_and_training_cost(paired_tree):
 
 
 def test_reference_is_chosen_by_name(paired_tree, capsys):
-    rows, summary, report = _report(paired_tree, "--reference", "nnUNetTrainer__nnUNetPlans__2d")
+    rows, summary, report = _report(paired_tree, "-reference", "nnUNetTrainer__nnUNetPlans__2d")
     flipped = _row(rows, "nnUNetTrainer__nnUNetPlans__2d", "ResUnetTrainer_seed0__nnUNetPlans__2d", "liver", "dice")
     assert float(flipped["mean_diff"]) < 0 and (flipped["wins"], flipped["losses"]) == ("0", "8")
-    assert "chosen with --reference nnUNetTrainer__nnUNetPlans__2d" in report
-    with pytest.raises(SystemExit):
-        _report(paired_tree, "--reference", "TransUNetTrainer")
+    assert "chosen with -reference nnUNetTrainer__nnUNetPlans__2d" in report
+    assert main(["-d", DATASET, "-c", "2d", "-tr", *REPEATS, "nnUNetTrainer", "-f", "0", "1", "-np", "1", "-o",
+                 str(paired_tree / "refused"), "-reference", "TransUNetTrainer", "--no_plots"]) == 1
     error = capsys.readouterr().err
-    assert "--reference TransUNetTrainer matches no row of the report; rows: " in error
+    assert "-reference TransUNetTrainer matches no row of the report; rows: " in error
     assert "nnUNetTrainer__nnUNetPlans__2d" in error
 
 

@@ -74,7 +74,7 @@ def test_find_best_configuration_next_to_nnunet_default(nnunet_workspace, traine
 def test_report_collates_ours_beside_nnunet_default(nnunet_workspace, trained_resunet, trained_default, tmp_path):
     """Step 4 of the user flow on real nnU-Net outputs: the report reads both trainers' cross-validation folders."""
     nnunet_workspace.run("nnUNetv2_resunet_report", "-d", SYNTHETIC_ID, "-c", "2d", "-f", "0", "-np", "1",
-                         "-tr", "ResUnetTrainer_short", "nnUNetTrainer_short", "-o", tmp_path, "--no-plots")
+                         "-tr", "ResUnetTrainer_short", "nnUNetTrainer_short", "-o", tmp_path, "--no_plots")
     with open(tmp_path / "per_case.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     validation_cases = {p.name.removesuffix(".nii.gz") for p in (trained_resunet / "validation").glob("*.nii.gz")}

@@ -31,10 +31,9 @@ def nnunet_folders(tmp_path, monkeypatch) -> Path:
 
 def study_command(*argv: str, capsys) -> tuple[int, str, str]:
     """``nnUNetv2_resunet_study ARGV`` in this process: exit code, stdout, stderr."""
-    with pytest.raises(SystemExit) as exited:
-        cli.main(list(argv))
+    code = cli.main(list(argv))  # run_command: the exit status, returned
     out, err = capsys.readouterr()
-    return exited.value.code, out, err
+    return code, out, err
 
 
 def fake_dataset(raw: Path, name: str, **extra) -> Path:
@@ -56,13 +55,13 @@ def test_a_study_without_data_shows_its_table_and_each_datasets_converter_comman
     assert "4 problems:" in err
     assert "dataset 801 is not in $nnUNet_raw" in err and "convert it first" in err
     assert "nnUNetv2_resunet_convert_synapse -i SOURCE -d 801 -n Synapse   (SOURCE: the raw BTCV release's" in err
-    assert "nnUNetv2_resunet_convert_acdc -i SOURCE -d 812 -n ACDCTransUNet --split transunet   (SOURCE:" in err
+    assert "nnUNetv2_resunet_convert_acdc -i SOURCE -d 812 -n ACDCTransUNet -split transunet   (SOURCE:" in err
     assert "nnUNetv2_resunet_convert_avt -i SOURCE -d 803 -n AVT   (SOURCE:" in err
     assert "weights: no such file" in err
 
     code, out, err = study_command("plan", str(study), "-device", "cpu", capsys=capsys)
     assert code == 2 and "4 problems:" in err
-    assert ("$ nnUNetv2_resunet_convert_acdc -i SOURCE -d 812 -n ACDCTransUNet --split transunet && "
+    assert ("$ nnUNetv2_resunet_convert_acdc -i SOURCE -d 812 -n ACDCTransUNet -split transunet && "
             "nnUNetv2_plan_and_preprocess -d 812") in out
     assert "predict Dataset812_ACDCTransUNet ResUnetTrainer__nnUNetPlans__2d predictions_imagesTs_folds_0" in out
 
@@ -128,7 +127,7 @@ def test_a_dataset_converted_with_another_split_is_a_problem(nnunet_folders, tmp
     study = load_study(path)
     (problem,) = study_problems(study, NnUNetFolders.from_environment(study))
     assert "was converted with split 'nnunet', but the study names split 'transunet'" in problem
-    assert problem.endswith("-d 812 -n ACDCTransUNet --split transunet   (SOURCE: ACDC's challenge release "
+    assert problem.endswith("-d 812 -n ACDCTransUNet -split transunet   (SOURCE: ACDC's challenge release "
                             "(database/, real spacing) or the SSL4MIS/WSL4MIS h5 volumes (data/ACDC)) --overwrite")
     fake_dataset(nnunet_folders / "raw", "Dataset813_ACDC", split="transunet")
     path.write_text(path.read_text().replace("812", "813").replace("ACDCTransUNet", "ACDC"))

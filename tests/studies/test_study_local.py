@@ -31,10 +31,9 @@ def study_in_process(study_workspace, monkeypatch, capsys, cwd, *argv) -> tuple[
     register_ext_trainer_folder()
     trainer_class.cache_clear()  # the short trainers are found through the workspace's nnUNet_extTrainer
     monkeypatch.chdir(cwd)
-    with pytest.raises(SystemExit) as exited:
-        cli.main([str(a) for a in argv])
+    code = cli.main([str(a) for a in argv])  # run_command returns the exit status
     out, err = capsys.readouterr()
-    return exited.value.code, out, err
+    return code, out, err
 
 
 def outputs(root) -> dict[str, float]:
@@ -282,9 +281,7 @@ def test_status_names_what_is_missing_before_anything_runs(study_workspace, tmp_
     assert "dataset 977 is not in $nnUNet_raw" in err and "convert it first" in err
     for variable in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
         monkeypatch.delenv(variable)
-    with pytest.raises(SystemExit) as exited:
-        cli.main(["status", str(study)])
-    assert exited.value.code == 2
+    assert cli.main(["status", str(study)]) == 2
     assert "set nnU-Net's environment variables first: nnUNet_raw, nnUNet_preprocessed, nnUNet_results" in \
         capsys.readouterr().err
 

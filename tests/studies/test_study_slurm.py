@@ -225,7 +225,7 @@ def test_submit_chains_stages_as_arrays_with_dependencies(study_workspace, tmp_p
                         extra='[slurm]\npartition = "gpu"\nmem_gb = 16\nsetup = ["echo setup"]\n'
                               '[slurm.report]\ntime = 30\n')
     folder = tmp_path / "submitit"
-    result = study_workspace.study("submit", study, "-time", "90", "--slurm_folder", str(folder),
+    result = study_workspace.study("submit", study, "-time", "90", "-slurm_folder", str(folder),
                                    env=slurm.env(study_workspace.env))
     preprocess, train, predict, report = slurm.jobs
     assert [j["flags"]["job-name"] for j in slurm.jobs] == ["chain:preprocess", "chain:train", "chain:predict",
@@ -257,7 +257,7 @@ def slurm_study(study_workspace, local_study, tmp_path):
     study = write_study(study_workspace.studies, "tiny_slurm", [DEFAULT_SHORT, RESUNET_SHORT])
     folder = tmp_path / "submitit"
     env = slurm.env(study_workspace.env)
-    study_workspace.study("submit", study, "--slurm_folder", str(folder), env=env)
+    study_workspace.study("submit", study, "-slurm_folder", str(folder), env=env)
     submitted = slurm.jobs
     slurm.run_queue()
     return study, slurm, folder, submitted, env
@@ -280,7 +280,7 @@ def test_a_resubmission_submits_only_what_is_missing_and_the_jobs_finish_it(stud
     assert {r["label"] for r in summary["runs"]} == {f"{t} nnUNetPlans 2d ({s})" for t in (DEFAULT_SHORT, RESUNET_SHORT)
                                                     for s in ("cv", "test")}
     # Everything done: a resubmission submits nothing.
-    again = study_workspace.study("submit", study, "--slurm_folder", str(folder), env=env)
+    again = study_workspace.study("submit", study, "-slurm_folder", str(folder), env=env)
     assert "nothing to submit" in again.stdout and len(slurm.jobs) == 3
 
 
@@ -304,7 +304,7 @@ def test_a_job_at_its_time_limit_is_requeued_and_resumes_with_c(study_workspace,
            "FAKE_SLURM_TIME_LIMIT": f"requeued:train={run_folder / 'checkpoint_latest.pth'}"}
     folder = tmp_path / "submitit"
     # One minute: submitit then counts any signal as the time limit (not a preemption) when it arrives.
-    study_workspace.study("submit", study, "-time", "1", "--slurm_folder", str(folder), env=env)
+    study_workspace.study("submit", study, "-time", "1", "-slurm_folder", str(folder), env=env)
     slurm.run_queue()
     train, report = slurm.jobs
     assert train["flags"]["job-name"] == "requeued:train" and train["time_limit_reached"]
@@ -342,11 +342,10 @@ def test_a_second_submit_before_the_jobs_start_submits_nothing_twice(study_works
     def study_command(command: str, trainers: list[str]) -> str:
         study = write_study(study_workspace.studies, "queued", trainers, folds=[0, 1],
                             dataset_lines='plans = "nnUNetPlans_queued"\ngpu_memory_target = 1')
-        extra = ["--slurm_folder", str(folder), "-device", "cpu"] if command == "submit" else []
-        with pytest.raises(SystemExit) as exited:
-            cli.main([command, str(study), *extra])
+        extra = ["-slurm_folder", str(folder), "-device", "cpu"] if command == "submit" else []
+        code = cli.main([command, str(study), *extra])  # run_command returns the exit status
         out, err = capsys.readouterr()
-        assert exited.value.code == 0, err
+        assert code == 0, err
         return out
 
     study_command("submit", [DEFAULT_SHORT, RESUNET_SHORT])

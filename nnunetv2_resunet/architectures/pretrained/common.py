@@ -47,6 +47,9 @@ def read_weights_file(path: str) -> dict[str, torch.Tensor]:
     """
     if not os.path.isfile(path):
         raise PretrainedWeightsError(f"{path}: no such file")
+    if os.path.getsize(path) == 0:
+        raise PretrainedWeightsError(f"{path} is empty (0 bytes): an interrupted download or copy? Fetch the "
+                                     f"published file again")
     try:
         if path.endswith(".npz"):
             with np.load(path) as archive:

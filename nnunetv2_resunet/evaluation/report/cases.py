@@ -7,6 +7,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from nnunetv2_resunet.command_line import UserError
 from nnunetv2_resunet.evaluation.case_metrics import Target
 
 
@@ -15,10 +16,10 @@ class Run:
     """One row of the report's tables: a model's predictions on one set of cases.
 
     Attributes:
-        trainer: trainer class name (or a free name for ``--pred``).
+        trainer: trainer class name (or a free name for ``-pred``).
         configuration: nnU-Net configuration, e.g. ``2d``; empty if unknown.
         plans: plans identifier; empty if unknown.
-        split: ``cv`` (cross-validation), ``test`` or ``pred`` (a ``--pred`` folder).
+        split: ``cv`` (cross-validation), ``test`` or ``pred`` (a ``-pred`` folder).
     """
 
     trainer: str
@@ -60,7 +61,7 @@ class CaseJob:
 
 @dataclass(frozen=True)
 class MissingCase:
-    """A case that could not be evaluated (reported with ``--allow-missing`` instead of raising)."""
+    """A case that could not be evaluated (reported with ``--allow_missing`` instead of raising)."""
 
     run: Run
     fold: str
@@ -83,7 +84,7 @@ def raise_or_collect(missing: list[MissingCase], allow_missing: bool) -> list[Mi
     if missing and not allow_missing:
         lines = "\n".join(f"  {m.run.label} fold {m.fold or '-'} case {m.case}: {m.reason}" for m in missing)
         raise MissingCaseError(
-            f"{len(missing)} case(s) cannot be evaluated (use --allow-missing to list them instead):\n{lines}"
+            f"{len(missing)} case(s) cannot be evaluated (use --allow_missing to list them instead):\n{lines}"
         )
     return missing
 
@@ -162,11 +163,11 @@ def jobs_from_cross_validation(
                                  f"(splits_final.json): {unexpected}")
         elif splits is not None:
             if fold >= len(splits):
-                raise ValueError(f"fold {fold} requested but splits_final.json has only {len(splits)} folds")
+                raise UserError(f"-f {fold}: splits_final.json has only {len(splits)} folds (0 to {len(splits) - 1})")
             expected = list(splits[fold]["val"])
             unexpected = sorted(set(predicted) - set(expected))
             if unexpected:
-                raise ValueError(
+                raise UserError(
                     f"{validation_dir} has predictions for cases not in fold {fold}'s validation split "
                     f"(splits_final.json): {unexpected}"
                 )
@@ -190,7 +191,7 @@ def targets_from_dataset_json(dataset_json: dict) -> tuple[list[Target], int | N
     from nnunetv2.utilities.label_handling.label_handling import LabelManager  # imports torch: keep it lazy
 
     if "labels" not in dataset_json:
-        raise ValueError(f"dataset.json has no 'labels' entry; keys: {sorted(dataset_json)}")
+        raise UserError(f"dataset.json has no 'labels' entry; keys: {sorted(dataset_json)}")
     manager = LabelManager(dataset_json["labels"], dataset_json.get("regions_class_order"))
     names: dict[int | tuple[int, ...], str] = {}
     for name, value in dataset_json["labels"].items():

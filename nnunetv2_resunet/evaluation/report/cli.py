@@ -2,10 +2,10 @@
 
 Two ways to name the predictions:
 
-* ``--pred DIR --gt DIR``: one prediction folder against a reference folder (e.g. a test set's ``labelsTs``).
+* ``-pred DIR -gt DIR``: one prediction folder against a reference folder (e.g. a test set's ``labelsTs``).
 * ``-d DATASET -tr TRAINER ... -c CONFIGURATION ...``: nnU-Net's cross-validation predictions
   (``$nnUNet_results/DatasetXXX/TRAINER__PLANS__CONFIGURATION/fold_N/validation``) against
-  ``$nnUNet_preprocessed/DatasetXXX/gt_segmentations``, plus test-set predictions given with ``--test-pred``.
+  ``$nnUNet_preprocessed/DatasetXXX/gt_segmentations``, plus test-set predictions given with ``-test_pred``.
 
 Writes ``report.md``, ``per_case.csv``, ``paired.csv`` (a reference row against every other row with the same
 cases, :mod:`.comparisons`), ``summary.json`` and PNG plots. This module turns the command line into
@@ -18,10 +18,20 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from nnunetv2_resunet.command_line import (
+    UserError,
+    add_option,
+    command_parser,
+    dataset_name,
+    existing_file,
+    existing_folder,
+    nnunet_folder,
+    output_folder,
+    run_command,
+)
 from nnunetv2_resunet.evaluation.published import DATASET_NAMES, detect_published_dataset
 from nnunetv2_resunet.evaluation.report.cases import (
     CaseJob,
@@ -57,6 +67,18 @@ def _load_json(path: str) -> dict:
         return json.load(handle)
 
 
+def _load_dataset_json(path: str) -> dict:
+    """The dataset.json at ``path``; a UserError when it is missing, empty, not JSON or lacks ``file_ending``."""
+    existing_file(path, "dataset.json", "pass -dataset_json")
+    try:
+        dataset_json = _load_json(path)
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise UserError(f"{path} is not valid JSON ({error}); pass another with -dataset_json") from error
+    if not isinstance(dataset_json, dict) or "file_ending" not in dataset_json:
+        raise UserError(f"{path} has no 'file_ending': not an nnU-Net dataset.json; pass one with -dataset_json")
+    return dataset_json
+
+
 def _identifier(name: str) -> tuple[str, str, str] | None:
     """``(trainer, plans, configuration)`` of nnU-Net's identifier ``TRAINER__PLANS__CONFIGURATION``, else None."""
     parts = name.split("__")
@@ -81,7 +103,7 @@ def _parse_test_pred(
     for value in values:
         name, sep, folder = value.partition("=")
         if not sep or not name or not folder:
-            raise ValueError(f"--test-pred expects NAME=DIR, got {value!r}")
+            raise UserError(f"-test_pred expects NAME=DIR, got {value!r}")
         parts = name.split("__")
         if len(parts) == 3:
             run = Run(parts[0], parts[2], parts[1], "test")
@@ -107,15 +129,15 @@ def fold_argument(value: str) -> int | str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="nnUNetv2_resunet_report",
-        description="Dice and HD95 per model and class under two conventions (physical, transunet), beside the "
+    parser = command_parser(
+        "nnUNetv2_resunet_report",
+        "Dice and HD95 per model and class under two conventions (physical, transunet), beside the "
         "published figures. Writes report.md, per_case.csv, summary.json and PNG plots.",
     )
     folders = parser.add_argument_group("one prediction folder")
-    folders.add_argument("--pred", help="folder of predicted segmentations")
-    folders.add_argument("--gt", help="folder of reference segmentations (e.g. labelsTs)")
-    folders.add_argument("--name", help="row name for --pred (default: the folder's name)")
+    add_option(folders, "-pred", old=["--pred"], help="folder of predicted segmentations")
+    add_option(folders, "-gt", old=["--gt"], help="folder of reference segmentations (e.g. labelsTs)")
+    add_option(folders, "-name", old=["--name"], help="row name for -pred (default: the folder's name)")
     nnunet = parser.add_argument_group("nnU-Net results ($nnUNet_results, $nnUNet_preprocessed)")
     nnunet.add_argument("-d", dest="dataset", help="dataset name or id")
     nnunet.add_argument("-tr", dest="trainers", nargs="+", default=[],
@@ -125,18 +147,22 @@ def build_parser() -> argparse.ArgumentParser:
     nnunet.add_argument("-p", dest="plans", nargs="+", default=["nnUNetPlans"], help="plans identifiers")
     nnunet.add_argument("-f", dest="folds", nargs="+", type=fold_argument, default=[0, 1, 2, 3, 4],
                         help="folds (default 0-4), or all (nnU-Net's fold_all)")
-    nnunet.add_argument(
-        "--test-pred",
+    add_option(
+        nnunet,
+        "-test_pred",
+        old=["--test-pred"],
         nargs="+",
         default=[],
         metavar="NAME=DIR",
         help="test-set predictions; NAME is a trainer name or TRAINER__PLANS__CONFIGURATION",
     )
-    nnunet.add_argument("--test-gt", help="test-set references (default: $nnUNet_raw/DATASET/labelsTs)")
-    parser.add_argument("--dataset-json", help="dataset.json with the label names (default: found beside the data)")
+    add_option(nnunet, "-test_gt", old=["--test-gt"],
+               help="test-set references (default: $nnUNet_raw/DATASET/labelsTs)")
+    add_option(parser, "-dataset_json", old=["--dataset-json"],
+               help="dataset.json with the label names (default: found beside the data)")
     parser.add_argument("-o", dest="output", default=None,
                         help=f"output folder (default: $nnUNet_results/DATASET/{REPORT_FOLDER} with -d, "
-                             f"PRED/{REPORT_FOLDER} with --pred)")
+                             f"PRED/{REPORT_FOLDER} with -pred)")
     parser.add_argument(
         "-np",
         dest="num_processes",
@@ -144,27 +170,33 @@ def build_parser() -> argparse.ArgumentParser:
         default=min(8, os.cpu_count() or 1),
         help="worker processes (default: number of CPUs, at most 8)",
     )
-    parser.add_argument(
-        "--allow-missing",
+    add_option(
+        parser,
+        "--allow_missing",
+        old=["--allow-missing"],
         action="store_true",
         help="list missing predictions/references in the report instead of failing",
     )
-    parser.add_argument(
-        "--published",
+    add_option(
+        parser,
+        "-published",
+        old=["--published"],
         choices=["auto", *DATASET_NAMES, "none"],
         default="auto",
         help="which published figures to show (default: detected from the dataset name)",
     )
-    parser.add_argument(
-        "--geometry-tolerance",
+    add_option(
+        parser,
+        "-geometry_tolerance",
+        old=["--geometry-tolerance"],
         type=float,
         default=1e-3,
         help="allowed difference in spacing, origin and direction (default 1e-3)",
     )
-    parser.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
-    parser.add_argument("--reference", help="the row every other row is compared with, case by case (paired.csv): a "
-                                            "trainer name or TRAINER__PLANS__CONFIGURATION (default: the first "
-                                            "ResUnet row)")
+    add_option(parser, "--no_plots", old=["--no-plots"], action="store_true", help="skip the PNG plots")
+    add_option(parser, "-reference", old=["--reference"],
+               help="the row every other row is compared with, case by case (paired.csv): a trainer name or "
+                    "TRAINER__PLANS__CONFIGURATION (default: the first ResUnet row)")
     return parser
 
 
@@ -182,50 +214,46 @@ class Plan:
 
 def _plan_from_folders(args: argparse.Namespace) -> Plan:
     if not args.gt:
-        raise ValueError("--pred needs --gt")
-    for folder in (args.pred, args.gt):
-        if not os.path.isdir(folder):
-            raise ValueError(f"not a folder: {folder}")
+        raise UserError("-pred needs -gt (the folder of reference segmentations)")
+    existing_folder(args.pred, "-pred")
+    existing_folder(args.gt, "-gt")
     json_path = args.dataset_json or os.path.join(args.pred, "dataset.json")
-    if not os.path.isfile(json_path):
-        raise ValueError(f"no dataset.json at {json_path}; pass --dataset-json")
-    dataset_json = _load_json(json_path)
+    dataset_json = _load_dataset_json(json_path)
     run = Run(args.name or os.path.basename(os.path.normpath(args.pred)))
     jobs, missing = jobs_from_folders(run, args.pred, args.gt, dataset_json["file_ending"])
     return Plan(dataset_json.get("name", run.trainer), dataset_json, [run], jobs, missing)
 
 
 def _plan_from_nnunet(args: argparse.Namespace) -> Plan:
-    from nnunetv2.paths import nnUNet_preprocessed, nnUNet_raw, nnUNet_results
-    from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_dataset_name
-
     bare_trainers = [t for t in args.trainers if _identifier(t) is None]
     if bare_trainers and not args.configurations:
-        raise ValueError("-tr needs -c (one or more configurations), or nnU-Net's identifiers TRAINER__PLANS__CONFIG")
+        raise UserError("-tr needs -c (one or more configurations), or nnU-Net's identifiers TRAINER__PLANS__CONFIG")
     if not args.trainers and not args.test_pred:
-        raise ValueError("-d needs -tr and -c, or --test-pred")
-    dataset_name = maybe_convert_to_dataset_name(args.dataset)
+        raise UserError("-d needs -tr and -c, or -test_pred")
+    name = dataset_name(args.dataset)
     runs, jobs, missing = [], [], []
     dataset_json_path = args.dataset_json
     if args.trainers:
-        results_dir = os.path.join(nnUNet_results.require(), dataset_name)
-        preprocessed_dir = os.path.join(nnUNet_preprocessed.require(), dataset_name)
+        results_dir = os.path.join(nnunet_folder("nnUNet_results"), name)
+        preprocessed_dir = os.path.join(nnunet_folder("nnUNet_preprocessed"), name)
         gt_dir = os.path.join(preprocessed_dir, "gt_segmentations")
         if not os.path.isdir(gt_dir):
-            raise ValueError(f"no ground truth folder {gt_dir}")
+            raise UserError(f"-d {args.dataset}: no ground truth folder {gt_dir}: plan and preprocess {name} "
+                            f"first (nnUNetv2_plan_and_preprocess)")
         splits_file = os.path.join(preprocessed_dir, "splits_final.json")
         splits = _load_json(splits_file) if os.path.isfile(splits_file) else None
         trainer_dirs = []
         for trainer, plans, configuration in _models(args.trainers, args.plans, args.configurations):
             trainer_dir = os.path.join(results_dir, f"{trainer}__{plans}__{configuration}")
             if not os.path.isdir(trainer_dir):
-                raise ValueError(f"no results folder for {trainer} {plans} {configuration}: {trainer_dir}")
+                raise UserError(f"no results folder for {trainer} {plans} {configuration}: {trainer_dir} (train it "
+                                f"first, or check -tr, -p and -c)")
             trainer_dirs.append((Run(trainer, configuration, plans, "cv"), trainer_dir))
         if dataset_json_path is None:
             candidates = [os.path.join(d, "dataset.json") for _, d in trainer_dirs]
             candidates.append(os.path.join(preprocessed_dir, "dataset.json"))
             dataset_json_path = next((c for c in candidates if os.path.isfile(c)), candidates[-1])
-        file_ending = _load_json(dataset_json_path)["file_ending"]
+        file_ending = _load_dataset_json(dataset_json_path)["file_ending"]
         for run, trainer_dir in trainer_dirs:
             run_jobs, run_missing = jobs_from_cross_validation(
                 run, trainer_dir, gt_dir, file_ending, args.folds, splits
@@ -235,43 +263,41 @@ def _plan_from_nnunet(args: argparse.Namespace) -> Plan:
             missing += run_missing
     test_runs = _parse_test_pred(args.test_pred, args.configurations, args.plans)
     if test_runs:
-        test_gt = args.test_gt or (os.path.join(nnUNet_raw.require(), dataset_name, "labelsTs"))
-        if not os.path.isdir(test_gt):
-            raise ValueError(f"no test reference folder {test_gt}; pass --test-gt")
+        test_gt = args.test_gt or (os.path.join(nnunet_folder("nnUNet_raw"), name, "labelsTs"))
+        existing_folder(test_gt, "-test_gt" if args.test_gt else "the test references (pass -test_gt)")
         if dataset_json_path is None:
             beside = os.path.join(test_runs[0][1], "dataset.json")
             dataset_json_path = (
-                beside if os.path.isfile(beside) else os.path.join(nnUNet_raw.require(), dataset_name, "dataset.json")
+                beside if os.path.isfile(beside) else os.path.join(nnunet_folder("nnUNet_raw"), name, "dataset.json")
             )
-        file_ending = _load_json(dataset_json_path)["file_ending"]
+        file_ending = _load_dataset_json(dataset_json_path)["file_ending"]
         for run, folder in test_runs:
-            if not os.path.isdir(folder):
-                raise ValueError(f"--test-pred folder for {run.trainer} does not exist: {folder}")
+            existing_folder(folder, f"-test_pred {run.trainer}=")
             run_jobs, run_missing = jobs_from_folders(run, folder, test_gt, file_ending)
             runs.append(run)
             jobs += run_jobs
             missing += run_missing
-    if not os.path.isfile(dataset_json_path):
-        raise ValueError(f"no dataset.json at {dataset_json_path}; pass --dataset-json")
     costs = {}
-    if nnUNet_results.is_set():
+    results = os.environ.get("nnUNet_results")
+    if results:
         for run in runs:
-            model_dir = os.path.join(nnUNet_results.get(), dataset_name,
-                                     f"{run.trainer}__{run.plans}__{run.configuration}")
+            model_dir = os.path.join(results, name, f"{run.trainer}__{run.plans}__{run.configuration}")
             if run.plans and run.configuration and os.path.isdir(model_dir):
                 costs[run] = training_cost(model_dir, run.configuration, args.folds)
-    return Plan(dataset_name, _load_json(dataset_json_path), runs, jobs, missing, costs)
+    return Plan(name, _load_dataset_json(dataset_json_path), runs, jobs, missing, costs)
 
 
 def run_report(args: argparse.Namespace) -> dict:
     """Evaluate, aggregate and write everything into ``args.output`` (set to the default folder when None);
     returns the summary."""
     if bool(args.pred) == bool(args.dataset):
-        raise ValueError("give either --pred/--gt or -d (with -tr/-c or --test-pred), not both or neither")
+        raise UserError("give either -pred/-gt or -d (with -tr/-c or -test_pred), not both or neither")
+    if args.output is not None:
+        output_folder(args.output, "-o")
     plan = _plan_from_folders(args) if args.pred else _plan_from_nnunet(args)
     missing = raise_or_collect(plan.missing, args.allow_missing)
     if not plan.jobs:
-        raise ValueError("nothing to evaluate: no case has both a prediction and a reference")
+        raise UserError("nothing to evaluate: no case has both a prediction and a reference")
     targets, ignore_label = targets_from_dataset_json(plan.dataset_json)
     results = evaluate_jobs(plan.jobs, targets, ignore_label, args.geometry_tolerance, args.num_processes)
     records = [
@@ -303,13 +329,11 @@ def run_report(args: argparse.Namespace) -> dict:
     return summary
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    """Console entry point ``nnUNetv2_resunet_report``."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
+def main(argv: Sequence[str] | None = None) -> int:
+    """Console entry point ``nnUNetv2_resunet_report``; returns the exit status."""
+    def body(arguments: list[str]) -> None:
+        args = build_parser().parse_args(arguments)
         run_report(args)
-    except (ValueError, RuntimeError, MissingCaseError) as error:
-        print(f"nnUNetv2_resunet_report: error: {error}", file=sys.stderr)
-        sys.exit(1)
-    print(f"wrote {os.path.join(args.output, 'report.md')}, per_case.csv, paired.csv, summary.json and plots")
+        print(f"wrote {os.path.join(args.output, 'report.md')}, per_case.csv, paired.csv, summary.json and plots")
+
+    return run_command(body, argv, "nnUNetv2_resunet_report", user_errors=(MissingCaseError,))

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from nnunetv2_resunet.command_line import UserError
 from nnunetv2_resunet.evaluation.conventions import PHYSICAL
 from nnunetv2_resunet.evaluation.paired import holm, paired_difference
 from nnunetv2_resunet.evaluation.report.cases import Run
@@ -91,7 +92,7 @@ def choose_reference(models: Sequence[Model], name: str | None) -> tuple[Model |
     TRAINER__PLANS__CONFIGURATION), else the first ResUnet model, else the first model.
 
     Raises:
-        ValueError: ``name`` matches no model.
+        UserError: ``name`` matches no model.
     """
     if not models:
         return None, "no rows"
@@ -100,13 +101,13 @@ def choose_reference(models: Sequence[Model], name: str | None) -> tuple[Model |
             names = {model.base, model.identifier, *(r.trainer for r in model.runs),
                      *(model.run_identifier(r.trainer) for r in model.runs)}
             if name in names:
-                return model, f"chosen with --reference {name}"
+                return model, f"chosen with -reference {name}"
         known = sorted({m.identifier for m in models})
-        raise ValueError(f"--reference {name} matches no row of the report; rows: {', '.join(known)}")
+        raise UserError(f"-reference {name} matches no row of the report; rows: {', '.join(known)}")
     for model in models:
         if model.base.startswith("ResUnetTrainer"):
-            return model, "the first ResUnet row; --reference chooses another"
-    return models[0], "the first row, as there is no ResUnet row; --reference chooses another"
+            return model, "the first ResUnet row; -reference chooses another"
+    return models[0], "the first row, as there is no ResUnet row; -reference chooses another"
 
 
 def case_values(records: Sequence[Record]) -> dict[Run, CaseValues]:
@@ -230,7 +231,7 @@ def compare(records: Sequence[Record], runs: Sequence[Run], classes: Sequence[st
         records: every evaluated case and target.
         runs: the report's rows.
         classes: the labels to compare (regions have no HD95 and are left out).
-        reference_name: ``--reference`` (see :func:`choose_reference`).
+        reference_name: ``-reference`` (see :func:`choose_reference`).
 
     Returns:
         ``{"reference", "reference_label", "chosen", "rows", "not_compared", "repeats", ...}``; each row has the

@@ -9,6 +9,7 @@ from functools import partial
 
 from tqdm import tqdm
 
+from nnunetv2_resunet.command_line import UserError
 from nnunetv2_resunet.evaluation.case_metrics import Target, evaluate_case
 from nnunetv2_resunet.evaluation.conventions import convention_scores
 from nnunetv2_resunet.evaluation.metrics import ClassMetrics
@@ -21,7 +22,10 @@ def _evaluate_job(job: CaseJob, targets: Sequence[Target], ignore_label: int | N
     except Exception as error:  # name the model and fold too; the case is named by evaluate_case or here
         text = str(error)
         prefix = "" if text.startswith(f"case {job.case}") else f"case {job.case}: "
-        raise ValueError(f"{job.where}: {prefix}{text}") from error
+        # A file that cannot be read (SimpleITK raises RuntimeError) or does not fit its reference is the user's
+        # to fix; anything else is a bug, whose traceback the report keeps.
+        user_facing = isinstance(error, (ValueError, OSError, RuntimeError))
+        raise (UserError if user_facing else ValueError)(f"{job.where}: {prefix}{text}") from error
 
 
 def evaluate_jobs(

@@ -209,7 +209,7 @@ def format_report(summary: dict) -> str:
                 rows.append([r["label"], fold, *dice, *hd])
         lines += markdown_table(header, rows) + [""]
     if summary["missing"]:
-        lines += ["## Missing (not evaluated, --allow-missing)", ""]
+        lines += ["## Missing (not evaluated, --allow_missing)", ""]
         lines += [
             f"- {m['trainer']} {m['configuration']} ({m['split']}) fold {m['fold'] or '-'} case {m['case']}: "
             f"{m['reason']}"
