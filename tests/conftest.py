@@ -26,6 +26,7 @@ def pytest_addoption(parser):
                           "review the diff)")
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist's, which reads the xdist_group marks set here
 def pytest_collection_modifyitems(config, items):
     """Mark as ``integration`` every test in tests/integration/ and every test that uses a fixture running nnU-Net's
     CLI (directly or through another fixture), so ``-m "not integration"`` leaves them all out; other tests that run
