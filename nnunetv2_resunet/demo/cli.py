@@ -103,7 +103,7 @@ def study_text(dataset_id: int, trainers: Sequence[str]) -> str:
     listed = ", ".join(f'"{t}"' for t in trainers)
     return f"""\
 # Written by nnUNetv2_resunet_demo (re-written on every run). It demonstrates the flow and measures nothing: the
-# models train for a few dozen iterations and are scored on one patient.
+# models train for a few iterations and are scored on one patient.
 name = "{STUDY_NAME}"
 folds = [0]
 
@@ -180,7 +180,7 @@ def run_demo(args: argparse.Namespace) -> Path:
         torch_device(device)
     print(f"nnUNetv2_resunet_demo: the flow on {len(sample_cases())} real ACDC volumes (4 patients) shipped with "
           f"the plugin, {', '.join(args.trainers)} on {device}. It demonstrates the flow and measures nothing: the "
-          f"budget is a few dozen iterations and the score is one patient's.\nFolder: {folder}"
+          f"demo's trainers train for a few iterations and the score is one patient's.\nFolder: {folder}"
           + "".join(f"\n{v}={p}" for v, p in folders.items()), flush=True)
     if demo_dataset_exists(folders, args.dataset_id):
         print(f"\n== 1/2 conversion: done before ({folders['nnUNet_raw'] / dataset_folder_name(args.dataset_id)})")
