@@ -38,8 +38,8 @@ STUDY_NAME = "demo"
 # nnU-Net's 2d default, ResUnet v1.0 and the most recent transformer baseline, at the demonstration budget.
 TRAINERS = ("nnUNetTrainer_demo", "ResUnetTrainer_demo", "EMCADTrainer_demo")
 NNUNET_VARIABLES = ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")
-CONVERTER = ("nnUNetv2_resunet_convert_acdc", "nnunetv2_resunet.dataset_conversion.convert_acdc")
-STUDY = ("nnUNetv2_resunet_study", "nnunetv2_resunet.studies.cli")
+CONVERTER = "nnUNetv2_resunet_convert_acdc"
+STUDY = "nnUNetv2_resunet_study"
 CONVERTED_BY = "nnunetv2-resunet dataset converters"  # dataset.json's converted_by, written by our converters
 
 
@@ -117,20 +117,13 @@ trainers = [{listed}]
 """
 
 
-def command(entry: tuple[str, str], *args: object) -> tuple[list[str], str]:
-    """(what to execute, what to show): the console script beside this interpreter, else the same entry point
-    through this interpreter, so the demo runs the installation it was started from."""
-    script, module = entry
-    shown = [script, *map(str, args)]
-    installed = Path(sys.executable).parent / script
-    if installed.is_file():
-        return [str(installed), *shown[1:]], subprocess.list2cmdline(shown)
-    launcher = f"import sys; from {module} import main; sys.exit(main())"
-    return [sys.executable, "-c", launcher, *shown[1:]], subprocess.list2cmdline(shown)
+def run_step(step: str, name: str, *args: object) -> None:
+    """Run one of our commands as a user would, shown first; the installation the demo was started from runs it
+    (the studies' ``console_command``)."""
+    from nnunetv2_resunet.studies.execute import console_command
 
-
-def run_step(step: str, entry: tuple[str, str], *args: object) -> None:
-    executed, shown = command(entry, *args)
+    executed = [*console_command(name), *map(str, args)]
+    shown = subprocess.list2cmdline([name, *map(str, args)])
     print(f"\n== {step}\n$ {shown}", flush=True)
     result = subprocess.run(executed)
     if result.returncode == 130:
