@@ -90,7 +90,7 @@ class {name}({base}):
         super().__init__(plans, configuration, fold, dataset_json, device)
         self.num_epochs = {epochs}
         self.num_iterations_per_epoch = 2
-        self.num_val_iterations_per_epoch = 1
+        self.num_val_iterations_per_epoch = 1{extra_init}
 
     def configure_rotation_dummyDA_mirroring_and_inital_patch_size(self):
         # Train with nnU-Net's augmentation, but validate and predict without mirroring (4x fewer passes on CPU).
@@ -153,14 +153,19 @@ class NnUNetWorkspace:
         return result
 
     def add_short_trainer(self, base: str, module: str | None = None, epochs: int = 1,
-                          light_checkpoints: bool = False) -> str:
+                          light_checkpoints: bool = False, batch_size: int | None = None) -> str:
         """Write ``{base}_short`` (``epochs`` epochs of 2 iterations) into the ext-trainer folder; return its name.
-        ``light_checkpoints``: only checkpoint_final.pth, without the optimizer's moments (``LIGHT_CHECKPOINTS``)."""
+        ``light_checkpoints``: only checkpoint_final.pth, without the optimizer's moments (``LIGHT_CHECKPOINTS``).
+        ``batch_size``: train on batches of this size instead of the plans' (for plans of real data, whose batches
+        cost seconds an iteration on CPU)."""
         if module is None:
             module = ("nnunetv2.training.nnUNetTrainer.nnUNetTrainer" if base == "nnUNetTrainer"
                       else "nnunetv2_resunet.training")
         name = f"{base}_short"
-        source = SHORT_TRAINER_TEMPLATE.format(base=base, module=module, name=name, epochs=epochs)
+        extra_init = "" if batch_size is None else \
+            f'\n        self.configuration_manager.configuration["batch_size"] = {batch_size}  # the plans\' is larger'
+        source = SHORT_TRAINER_TEMPLATE.format(base=base, module=module, name=name, epochs=epochs,
+                                               extra_init=extra_init)
         if light_checkpoints:
             source += LIGHT_CHECKPOINTS
         # Written aside, then renamed: nnU-Net's trainer lookup imports every module of the folder, and a run started

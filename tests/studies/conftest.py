@@ -39,6 +39,8 @@ repeats = 2
 configuration = "2d"
 trainers = ["{ABLATION_SHORT}"]
 """
+# What every study command of the tests adds: CPU, one worker per nnU-Net step.
+CLI_EXTRA = {command: ("-device", "cpu", "-np", "1") for command in ("run", "plan", "submit")}
 # 3 epochs of 2 iterations with a checkpoint after every epoch, to be killed mid-training.
 RESUMABLE = "ResUnetTrainer_v0_1_resumable"
 
@@ -67,8 +69,8 @@ class StudyWorkspace:
 
         from nnunet_workspace import console_script
 
-        extra = ("-device", "cpu", "-np", "1") if command in ("run", "plan", "submit") else ()
-        result = subprocess.run([*console_script("nnUNetv2_resunet_study"), command, str(study), *extra, *args],
+        result = subprocess.run([*console_script("nnUNetv2_resunet_study"), command, str(study),
+                                 *CLI_EXTRA.get(command, ()), *args],
                                 env=env or self.env, cwd=self.studies, capture_output=True, text=True,
                                 timeout=timeout)  # a whole tiny study: preprocess, train, predict, report
         if check and result.returncode != 0:
@@ -97,12 +99,39 @@ def study_workspace(tmp_path_factory) -> StudyWorkspace:
     nnunet.add_short_trainer("ResUnetTrainer")
     nnunet.add_short_trainer("EMCADTrainer_NoTransformerBlocks")
     resumable = SHORT_TRAINER_TEMPLATE.format(base="ResUnetTrainer_v0_1", module="nnunetv2_resunet.training",
-                                              name=RESUMABLE, epochs=3)
-    resumable = resumable.replace("self.num_epochs = 3", "self.num_epochs = 3\n        self.save_every = 1")
+                                              name=RESUMABLE, epochs=3, extra_init="\n        self.save_every = 1")
     (nnunet.ext_trainers / "resumable.py").write_text(resumable)
     studies = root / "work"
     studies.mkdir()
     return StudyWorkspace(nnunet, studies)
+
+
+@pytest.fixture
+def study_cli(study_workspace, monkeypatch, capsys):
+    """``study_cli(COMMAND, STUDY, *ARGS, env=None, cwd=None, check=True)``: ``nnUNetv2_resunet_study`` in this
+    process, for the commands whose subject is not a process of their own (status, plan, submit, a run with nothing
+    to start): a subprocess would pay for importing torch and nnU-Net's trainers again (~10 s). In the workspace's
+    environment (or ``env``) with our trainer folder, as the .pth hook adds it at interpreter start, from ``cwd``
+    (default: the studies folder), with the extra arguments ``StudyWorkspace.study`` gives. Returns (exit code,
+    stdout, stderr); ``check``: the exit code must be 0."""
+    from nnunetv2_resunet._ext_trainer import register_ext_trainer_folder
+    from nnunetv2_resunet.studies import cli
+    from nnunetv2_resunet.studies.checks import trainer_class
+
+    def call(command: str, study: Path, *args: str, env: dict | None = None, cwd: Path | None = None,
+             check: bool = True) -> tuple[int, str, str]:
+        for variable, value in (env or study_workspace.env).items():
+            monkeypatch.setenv(variable, value)
+        register_ext_trainer_folder()
+        trainer_class.cache_clear()  # the short trainers are found through the workspace's nnUNet_extTrainer
+        monkeypatch.chdir(cwd or study_workspace.studies)
+        code = cli.main([command, str(study), *CLI_EXTRA.get(command, ()), *map(str, args)])  # the exit status
+        out, err = capsys.readouterr()
+        assert code == 0 or not check, \
+            f"study {command} exited {code}\n--- stdout ---\n{out[-6000:]}\n--- stderr ---\n{err[-6000:]}"
+        return code, out, err
+
+    return call
 
 
 @pytest.fixture(scope="session")

@@ -9,6 +9,7 @@ import re
 import signal
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -16,24 +17,17 @@ from conftest import ABLATION_SHORT, DEFAULT_SHORT, RESUMABLE, RESUNET_SHORT, V1
 from nnunet_workspace import SYNTHETIC_NAME, console_script, process_alive
 
 from nnunetv2_resunet.studies import cli
-from nnunetv2_resunet.studies.checks import trainer_class
 from nnunetv2_resunet.studies.locks import RunLock, read_lock
 from nnunetv2_resunet.studies.state import checkpoint_problem
 
 
-def study_in_process(study_workspace, monkeypatch, capsys, cwd, *argv) -> tuple[int, str, str]:
-    """``nnUNetv2_resunet_study ARGV`` in this process, in the workspace's environment (with our trainer folder, as
-    the .pth hook adds it at interpreter start) and ``cwd``: exit code, stdout, stderr."""
-    from nnunetv2_resunet._ext_trainer import register_ext_trainer_folder
-
-    for variable, value in study_workspace.env.items():
-        monkeypatch.setenv(variable, value)
-    register_ext_trainer_folder()
-    trainer_class.cache_clear()  # the short trainers are found through the workspace's nnUNet_extTrainer
-    monkeypatch.chdir(cwd)
-    code = cli.main([str(a) for a in argv])  # run_command returns the exit status
-    out, err = capsys.readouterr()
-    return code, out, err
+def signal_dispositions(pid: int) -> dict[str, str]:
+    """Process ``pid``'s blocked, ignored and caught signals (hex masks, from /proc; Linux)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError as error:
+        return {"error": str(error)}
+    return dict(re.findall(r"^(SigBlk|SigIgn|SigCgt):\s*(\S+)$", status, flags=re.MULTILINE))
 
 
 def outputs(root) -> dict[str, float]:
@@ -41,7 +35,7 @@ def outputs(root) -> dict[str, float]:
     return {str(p): p.stat().st_mtime for p in root.rglob("*") if p.is_file()}
 
 
-def test_a_study_runs_end_to_end_and_a_rerun_changes_nothing(study_workspace, local_study):
+def test_a_study_runs_end_to_end_and_a_rerun_changes_nothing(study_workspace, local_study, study_cli):
     """nnU-Net's default on its plans and on ResEnc M plans, ResUnet v1.0 in two seeded repeats and EMCAD without
     its transformer blocks: planned, trained, predicted and reported, with the paired comparison; a re-run changes
     nothing."""
@@ -69,19 +63,17 @@ def test_a_study_runs_end_to_end_and_a_rerun_changes_nothing(study_workspace, lo
                      status)
 
     before = outputs(study_workspace.nnunet.root) | outputs(report)
-    rerun = study_workspace.study("run", local_study)
-    assert "start " not in rerun.stderr  # nothing was started
-    assert "6 runs" not in rerun.stdout and "13 runs: 13 done" in rerun.stdout  # 2 plans, 5 models trained, predicted
+    _, out, err = study_cli("run", local_study)  # (the run above was the console command, in a process of its own)
+    assert "start " not in out + err  # nothing was started
+    assert "6 runs" not in out and "13 runs: 13 done" in out  # 2 plans, 5 models trained and predicted
     assert outputs(study_workspace.nnunet.root) | outputs(report) == before  # nothing written, nothing overwritten
-    plan = study_workspace.study("plan", local_study).stdout
-    assert "$ " not in plan  # no command left to run
+    assert "$ " not in study_cli("plan", local_study)[1]  # no command left to run
 
 
-def test_status_finds_the_report_from_any_folder(study_workspace, local_study, tmp_path, monkeypatch, capsys):
+def test_status_finds_the_report_from_any_folder(local_study, study_cli, tmp_path):
     """The report is in the study's folder under $nnUNet_results, so status finds it from anywhere (in this process;
     test_study_checks has the record of reports that `-o DIR` put elsewhere)."""
-    code, out, err = study_in_process(study_workspace, monkeypatch, capsys, tmp_path, "status", local_study)
-    assert code == 0, err
+    _, out, _ = study_cli("status", local_study, cwd=tmp_path)
     assert re.search(rf"report\s+{SYNTHETIC_NAME}\s+folds 0\s+done", out), out
     assert list(tmp_path.iterdir()) == []
 
@@ -135,7 +127,7 @@ def _assert_resenc_repeats_and_ablation(study_workspace, report, summary) -> Non
     assert "## Training cost" in markdown
 
 
-def test_a_killed_training_resumes_and_a_cut_short_checkpoint_is_reported(study_workspace, local_study):
+def test_a_killed_training_resumes_and_a_cut_short_checkpoint_is_reported(study_workspace, local_study, study_cli):
     """A model that starts from published weights (a file in torchvision's format): the fresh start writes the
     init file and trains with -pretrained_weights. SIGKILL to the study (and the nnU-Net process it started) after
     the first checkpoint; the next run resumes with --c from that epoch (no -pretrained_weights then). A
@@ -163,7 +155,7 @@ def test_a_killed_training_resumes_and_a_cut_short_checkpoint_is_reported(study_
     process.wait(timeout=60)
     assert not (fold0 / "checkpoint_final.pth").is_file()
 
-    status = study_workspace.study("status", study).stdout
+    status = study_cli("status", study)[1]
     assert re.search(r"fold_0\s+interrupted\s+resumes from checkpoint_latest.pth \(epoch \d of 3 reached\)", status)
 
     # Fold 1 holds a checkpoint cut short (as a kill during torch.save leaves it).
@@ -173,7 +165,7 @@ def test_a_killed_training_resumes_and_a_cut_short_checkpoint_is_reported(study_
     (fold1 / "checkpoint_latest.pth").write_bytes(whole[: len(whole) // 2])
     study = write_study(study_workspace.studies, "resume", [RESUMABLE], folds=[0, 1], dataset_lines='test_images = ""',
                         model_lines=with_weights)
-    status = study_workspace.study("status", study).stdout
+    status = study_cli("status", study)[1]
     assert re.search(r"fold_1\s+corrupt\s+\S+fold_1/checkpoint_latest.pth is not a complete checkpoint", status)
 
     result = study_workspace.study("run", study, "-gpus", "5", check=False)  # one slot, seeing "GPU 5" only
@@ -202,12 +194,12 @@ def test_a_killed_training_resumes_and_a_cut_short_checkpoint_is_reported(study_
 
     # The same model in a study that names no weights: that fold is not what this study would train.
     scratch = write_study(study_workspace.studies, "resume_scratch", [RESUMABLE], dataset_lines='test_images = ""')
-    status = study_workspace.study("status", scratch).stdout
+    status = study_cli("status", scratch)[1]
     assert re.search(r"fold_0\s+mismatch\s+started from -pretrained_weights", status)
 
 
 @pytest.mark.parametrize("how", ["SIGTERM", "Ctrl-C"])
-def test_sigterm_or_ctrl_c_stops_the_study_and_its_nnunet_process(study_workspace, local_study, how):
+def test_sigterm_or_ctrl_c_stops_the_study_and_its_nnunet_process(study_workspace, local_study, study_cli, how):
     """``kill`` (SIGTERM, to our process only) or Ctrl-C (SIGINT, to the terminal's whole process group): the study
     stops the nnU-Net training it started, writes its exit to the run's log, releases the run's lock and exits with
     128 + the signal, saying so in one line."""
@@ -227,6 +219,9 @@ def test_sigterm_or_ctrl_c_stops_the_study_and_its_nnunet_process(study_workspac
             time.sleep(0.1)
         nnunet_pid = holder.pids[1]
         time.sleep(0.5)  # into nnU-Net's start-up
+        # Should the signal go unheeded, the failure shows how both processes stood towards it when it was sent.
+        dispositions = {name: signal_dispositions(pid) for name, pid in (("study", process.pid),
+                                                                          ("nnU-Net", nnunet_pid))}
         if how == "SIGTERM":
             process.send_signal(signal.SIGTERM)
         else:
@@ -237,7 +232,7 @@ def test_sigterm_or_ctrl_c_stops_the_study_and_its_nnunet_process(study_workspac
             os.killpg(process.pid, signal.SIGKILL)
             process.communicate(timeout=30)
     signum = signal.SIGTERM if how == "SIGTERM" else signal.SIGINT
-    assert process.returncode == 128 + signum, err[-3000:]
+    assert process.returncode == 128 + signum, f"{dispositions}\n{err[-3000:]}"
     assert "Traceback" not in err, err[-3000:]
     if how == "Ctrl-C":
         assert "nnUNetv2_resunet_study: interrupted (Ctrl-C)" in err
@@ -248,35 +243,36 @@ def test_sigterm_or_ctrl_c_stops_the_study_and_its_nnunet_process(study_workspac
     assert not process_alive(nnunet_pid), "the nnU-Net process outlived the study"
     assert re.search(r"=== exit code -?\d+ after [\d.]+ s \(finished", log_file.read_text().splitlines()[-1])
     assert not lock_file.exists()
-    status = study_workspace.study("status", study).stdout
+    status = study_cli("status", study)[1]
     assert re.search(rf"fold_{fold}\s+failed\s+", status), status
 
 
-def test_a_run_held_by_another_invocation_is_left_alone(study_workspace):
-    """Another process (here: this test) holds the lock of a study's preprocessing: `run` neither starts it nor
-    what depends on it, and says who holds it."""
+def test_a_run_held_by_another_invocation_is_left_alone(study_workspace, study_cli):
+    """Another invocation (here: this test) holds the lock of a study's preprocessing: `run` neither starts it nor
+    what depends on it, and says who holds it. (The run is in this process: a lock is judged by its file and the
+    pids in it, so this process's own run finds it held as another process would.)"""
     study = write_study(study_workspace.studies, "held", [RESUNET_SHORT],
                         dataset_lines='plans = "nnUNetPlans_held"\ngpu_memory_target = 1\ntest_images = ""')
     folder = study_workspace.nnunet.preprocessed / SYNTHETIC_NAME
     lock = RunLock(folder / "study_preprocess_nnUNetPlans_held.lock", "preprocess (held by the test)")
     assert lock.acquire()
     try:
-        result = study_workspace.study("run", study, check=False)
+        code, out, err = study_cli("run", study, check=False)
     finally:
         lock.release()
-    assert result.returncode == 1 and "start " not in result.stderr
+    assert code == 1 and "start " not in out + err
     assert re.search(rf"preprocess\s+{SYNTHETIC_NAME}\s+nnUNetPlans_held 2d\s+running\s+\S+ pid {os.getpid()}",
-                     result.stdout)
+                     out)
     assert not (folder / "study_preprocess_nnUNetPlans_held.log").exists()
     assert not (folder / "nnUNetPlans_held.json").exists()
 
 
-def test_status_names_what_is_missing_before_anything_runs(study_workspace, tmp_path, monkeypatch, capsys):
+def test_status_names_what_is_missing_before_anything_runs(study_cli, tmp_path, monkeypatch, capsys):
     """In this process (the check imports nnU-Net's trainers; a subprocess would pay for that again)."""
     study = tmp_path / "later.toml"
     study.write_text('name = "later"\n[[datasets]]\nid = 977\n[[models]]\nconfiguration = "2d"\n'
                      'trainers = ["nnUNetTrainer"]\n')
-    code, _, err = study_in_process(study_workspace, monkeypatch, capsys, study_workspace.studies, "status", study)
+    code, _, err = study_cli("status", study, check=False)
     assert code == 2
     assert "dataset 977 is not in $nnUNet_raw" in err and "convert it first" in err
     for variable in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):

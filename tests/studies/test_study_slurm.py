@@ -216,7 +216,7 @@ def submitted_keys(slurm_folder: Path, job: dict) -> list[str]:
     return [submitit.SlurmJob(slurm_folder / "%j", i).submission().args[1] for i in ids]
 
 
-def test_submit_chains_stages_as_arrays_with_dependencies(study_workspace, tmp_path):
+def test_submit_chains_stages_as_arrays_with_dependencies(study_workspace, study_cli, tmp_path):
     """A study that needs everything, on plans of its own: one array job per stage, each after the one before it,
     resources from the study file and the command line. Submitted only (the next test executes a submission)."""
     slurm = FakeSlurm(tmp_path / "bin")
@@ -225,8 +225,7 @@ def test_submit_chains_stages_as_arrays_with_dependencies(study_workspace, tmp_p
                         extra='[slurm]\npartition = "gpu"\nmem_gb = 16\nsetup = ["echo setup"]\n'
                               '[slurm.report]\ntime = 30\n')
     folder = tmp_path / "submitit"
-    result = study_workspace.study("submit", study, "-time", "90", "-slurm_folder", str(folder),
-                                   env=slurm.env(study_workspace.env))
+    _, out, _ = study_cli("submit", study, "-time", "90", "-slurm_folder", folder, env=slurm.env(study_workspace.env))
     preprocess, train, predict, report = slurm.jobs
     assert [j["flags"]["job-name"] for j in slurm.jobs] == ["chain:preprocess", "chain:train", "chain:predict",
                                                             "chain:report"]
@@ -246,24 +245,24 @@ def test_submit_chains_stages_as_arrays_with_dependencies(study_workspace, tmp_p
     assert submitted_keys(folder, train) == [f"train {SYNTHETIC_NAME} {t}__nnUNetPlans_chain__2d fold_{f}"
                                              for t in (DEFAULT_SHORT, RESUNET_SHORT) for f in (0, 1)]
     assert submitted_keys(folder, preprocess) == [f"preprocess {SYNTHETIC_NAME} nnUNetPlans_chain"]
-    assert f"{'train':<10} job {train['id']}: 4 run(s)" in result.stdout
+    assert f"{'train':<10} job {train['id']}: 4 run(s)" in out
 
 
 @pytest.fixture
-def slurm_study(study_workspace, local_study, tmp_path):
+def slurm_study(study_workspace, local_study, study_cli, tmp_path):
     """The local study's models plus ResUnet v0.1 (a study of its own sharing the nnU-Net folders), submitted to the
     stand-in SLURM and executed by it."""
     slurm = FakeSlurm(tmp_path / "bin")
     study = write_study(study_workspace.studies, "tiny_slurm", [DEFAULT_SHORT, RESUNET_SHORT])
     folder = tmp_path / "submitit"
     env = slurm.env(study_workspace.env)
-    study_workspace.study("submit", study, "-slurm_folder", str(folder), env=env)
+    study_cli("submit", study, "-slurm_folder", folder, env=env)
     submitted = slurm.jobs
     slurm.run_queue()
     return study, slurm, folder, submitted, env
 
 
-def test_a_resubmission_submits_only_what_is_missing_and_the_jobs_finish_it(study_workspace, slurm_study):
+def test_a_resubmission_submits_only_what_is_missing_and_the_jobs_finish_it(study_workspace, slurm_study, study_cli):
     study, slurm, folder, submitted, env = slurm_study
     # Preprocessing and nnU-Net's default are done: only ResUnet's training and prediction, and the report.
     assert [(j["flags"]["job-name"], "array" in j["flags"]) for j in submitted] == [
@@ -280,18 +279,18 @@ def test_a_resubmission_submits_only_what_is_missing_and_the_jobs_finish_it(stud
     assert {r["label"] for r in summary["runs"]} == {f"{t} nnUNetPlans 2d ({s})" for t in (DEFAULT_SHORT, RESUNET_SHORT)
                                                     for s in ("cv", "test")}
     # Everything done: a resubmission submits nothing.
-    again = study_workspace.study("submit", study, "-slurm_folder", str(folder), env=env)
-    assert "nothing to submit" in again.stdout and len(slurm.jobs) == 3
+    assert "nothing to submit" in study_cli("submit", study, "-slurm_folder", folder, env=env)[1]
+    assert len(slurm.jobs) == 3
 
 
-def test_submit_without_slurm_says_so(study_workspace, local_study, tmp_path):
+def test_submit_without_slurm_says_so(study_workspace, local_study, study_cli):
     env = {**study_workspace.env, "PATH": os.path.dirname(sys.executable)}  # no sbatch, no srun
-    result = study_workspace.study("submit", local_study, env=env, check=False)
-    assert result.returncode == 2
-    assert "submit needs SLURM's sbatch and srun on PATH (missing: sbatch, srun)" in result.stderr
+    code, _, err = study_cli("submit", local_study, env=env, check=False)
+    assert code == 2
+    assert "submit needs SLURM's sbatch and srun on PATH (missing: sbatch, srun)" in err
 
 
-def test_a_job_at_its_time_limit_is_requeued_and_resumes_with_c(study_workspace, local_study, tmp_path):
+def test_a_job_at_its_time_limit_is_requeued_and_resumes_with_c(study_workspace, local_study, study_cli, tmp_path):
     """The training job reaches its time limit after its first checkpoint: SLURM signals it (USR2, as submitit asks),
     submitit checkpoints the StudyJob (it is Checkpointable) and requeues it with scontrol; the job runs again and
     the study resumes the fold with --c from that checkpoint instead of starting over."""
@@ -304,7 +303,7 @@ def test_a_job_at_its_time_limit_is_requeued_and_resumes_with_c(study_workspace,
            "FAKE_SLURM_TIME_LIMIT": f"requeued:train={run_folder / 'checkpoint_latest.pth'}"}
     folder = tmp_path / "submitit"
     # One minute: submitit then counts any signal as the time limit (not a preemption) when it arrives.
-    study_workspace.study("submit", study, "-time", "1", "-slurm_folder", str(folder), env=env)
+    study_cli("submit", study, "-time", "1", "-slurm_folder", folder, env=env)
     slurm.run_queue()
     train, report = slurm.jobs
     assert train["flags"]["job-name"] == "requeued:train" and train["time_limit_reached"]
@@ -322,31 +321,18 @@ def test_a_job_at_its_time_limit_is_requeued_and_resumes_with_c(study_workspace,
     assert "Caught signal SIGUSR2" in stderr and "this job is timed-out" in stderr
 
 
-def test_a_second_submit_before_the_jobs_start_submits_nothing_twice(study_workspace, tmp_path, monkeypatch, capsys):
+def test_a_second_submit_before_the_jobs_start_submits_nothing_twice(study_workspace, study_cli, tmp_path):
     """Jobs still queued (they hold no lock yet) count as in progress: submitting again submits nothing, status names
     the queued jobs, and a trainer added meanwhile is submitted alone, its jobs after the queued ones, with the report
     again after all of them. In this process, against the stand-in SLURM: nothing runs."""
-    from nnunetv2_resunet.studies import cli
-    from nnunetv2_resunet.studies.checks import trainer_class
-
     slurm = FakeSlurm(tmp_path / "bin")
-    from nnunetv2_resunet._ext_trainer import register_ext_trainer_folder
-
-    for variable, value in slurm.env(study_workspace.env).items():
-        monkeypatch.setenv(variable, value)
-    register_ext_trainer_folder()  # as the .pth hook does at interpreter start
-    monkeypatch.chdir(study_workspace.studies)
-    trainer_class.cache_clear()  # the short trainers are found through this test's nnUNet_extTrainer
     folder = tmp_path / "submitit"
 
     def study_command(command: str, trainers: list[str]) -> str:
         study = write_study(study_workspace.studies, "queued", trainers, folds=[0, 1],
                             dataset_lines='plans = "nnUNetPlans_queued"\ngpu_memory_target = 1')
-        extra = ["-slurm_folder", str(folder), "-device", "cpu"] if command == "submit" else []
-        code = cli.main([command, str(study), *extra])  # run_command returns the exit status
-        out, err = capsys.readouterr()
-        assert code == 0, err
-        return out
+        extra = ["-slurm_folder", folder] if command == "submit" else []
+        return study_cli(command, study, *extra, env=slurm.env(study_workspace.env))[1]
 
     study_command("submit", [DEFAULT_SHORT, RESUNET_SHORT])
     preprocess, train, predict, report = slurm.jobs
