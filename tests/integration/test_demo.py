@@ -1,9 +1,9 @@
 """``nnUNetv2_resunet_demo``, README's first set-up command: the whole flow on the real ACDC sample the plugin ships,
 in a folder of its own, without nnU-Net's variables; re-run instantly; never on another dataset's id.
 
-The run here is the demo's own code path with one change: short-run trainers (1 epoch of 2 iterations, written
-into an ``nnUNet_extTrainer`` folder as a user's own trainers would be) instead of the demo's ``<Trainer>_demo``
-budget, which ``tests/training/test_budgets.py`` checks on its own.
+The run here is the demo's own code path with one change: short-run trainers (1 epoch of 2 iterations of a
+batch of 2, smaller than the plans', written into an ``nnUNet_extTrainer`` folder as a user's own trainers would be)
+instead of the demo's ``<Trainer>_demo`` budget, which ``tests/training/test_budgets.py`` checks on its own.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ def outputs(root) -> dict[str, float]:
 def demo_run(tmp_path_factory):
     """The demo, started in an empty folder with none of nnU-Net's variables set."""
     trainers = NnUNetWorkspace(tmp_path_factory.mktemp("trainers"))
-    short = [trainers.add_short_trainer(base) for base in SHORT]
+    short = [trainers.add_short_trainer(base, batch_size=2) for base in SHORT]
     env = {k: v for k, v in trainers.env.items() if k not in NNUNET_VARIABLES}
     cwd = tmp_path_factory.mktemp("demo")
     first = demo(cwd, env, "-device", "cpu", "-tr", *short)
