@@ -43,6 +43,8 @@ trainers = ["{ABLATION_SHORT}"]
 CLI_EXTRA = {command: ("-device", "cpu", "-np", "1") for command in ("run", "plan", "submit")}
 # 3 epochs of 2 iterations with a checkpoint after every epoch, to be killed mid-training.
 RESUMABLE = "ResUnetTrainer_v0_1_resumable"
+# The same, for the SLURM study beside the local one (its fold 0 is the local kill-and-resume test's).
+REQUEUED = "ResUnetTrainer_v0_1_requeued"
 
 
 def write_study(folder: Path, name: str, trainers: list[str], folds: list[int] = (0,), dataset_lines: str = "",
@@ -98,9 +100,10 @@ def study_workspace(tmp_path_factory) -> StudyWorkspace:
     nnunet.add_short_trainer("ResUnetTrainer_v0_1")
     nnunet.add_short_trainer("ResUnetTrainer")
     nnunet.add_short_trainer("EMCADTrainer_NoTransformerBlocks")
-    resumable = SHORT_TRAINER_TEMPLATE.format(base="ResUnetTrainer_v0_1", module="nnunetv2_resunet.training",
-                                              name=RESUMABLE, epochs=3, extra_init="\n        self.save_every = 1")
-    (nnunet.ext_trainers / "resumable.py").write_text(resumable)
+    for name in (RESUMABLE, REQUEUED):
+        resumable = SHORT_TRAINER_TEMPLATE.format(base="ResUnetTrainer_v0_1", module="nnunetv2_resunet.training",
+                                                  name=name, epochs=3, extra_init="\n        self.save_every = 1")
+        (nnunet.ext_trainers / f"{name}.py").write_text(resumable)
     studies = root / "work"
     studies.mkdir()
     return StudyWorkspace(nnunet, studies)

@@ -12,9 +12,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 import submitit
-from conftest import DEFAULT_SHORT, RESUMABLE, RESUNET_SHORT, write_study
+from conftest import DEFAULT_SHORT, REQUEUED, RESUMABLE, RESUNET_SHORT, write_study
 from nnunet_workspace import SYNTHETIC_NAME
 
 FAKE_SLURM = r'''
@@ -248,35 +247,48 @@ def test_submit_chains_stages_as_arrays_with_dependencies(study_workspace, study
     assert f"{'train':<10} job {train['id']}: 4 run(s)" in out
 
 
-@pytest.fixture
-def slurm_study(study_workspace, local_study, study_cli, tmp_path):
-    """The local study's models plus ResUnet v0.1 (a study of its own sharing the nnU-Net folders), submitted to the
-    stand-in SLURM and executed by it."""
+def test_submitted_jobs_finish_what_is_missing_and_a_job_at_its_time_limit_resumes_with_c(study_workspace, local_study,
+                                                                                        study_cli, tmp_path):
+    """A study of its own sharing the local study's nnU-Net folders: nnU-Net's default (done there) and a 3-epoch
+    ResUnet v0.1, submitted to the stand-in SLURM, which runs the jobs through srun and submitit on this machine.
+    Only what is missing is submitted. The training job reaches its time limit after its first checkpoint: SLURM
+    signals it (USR2, as submitit asks), submitit checkpoints the StudyJob (it is Checkpointable) and requeues it
+    with scontrol; the job runs again and the study resumes the fold with --c from that checkpoint instead of
+    starting over. Everything done, a resubmission submits nothing. (One SLURM run for both: each costs a training.)"""
     slurm = FakeSlurm(tmp_path / "bin")
-    study = write_study(study_workspace.studies, "tiny_slurm", [DEFAULT_SHORT, RESUNET_SHORT])
+    study = write_study(study_workspace.studies, "tiny_slurm", [DEFAULT_SHORT, REQUEUED])
+    run_folder = study_workspace.model_dir(REQUEUED) / "fold_0"
+    env = {**slurm.env(study_workspace.env),
+           "FAKE_SLURM_TIME_LIMIT": f"tiny_slurm:train={run_folder / 'checkpoint_latest.pth'}"}
     folder = tmp_path / "submitit"
-    env = slurm.env(study_workspace.env)
-    study_cli("submit", study, "-slurm_folder", folder, env=env)
+    # One minute: submitit then counts any signal as the time limit (not a preemption) when it arrives.
+    study_cli("submit", study, "-time", "1", "-slurm_folder", folder, env=env)
     submitted = slurm.jobs
     slurm.run_queue()
-    return study, slurm, folder, submitted, env
 
-
-def test_a_resubmission_submits_only_what_is_missing_and_the_jobs_finish_it(study_workspace, slurm_study, study_cli):
-    study, slurm, folder, submitted, env = slurm_study
     # Preprocessing and nnU-Net's default are done: only ResUnet's training and prediction, and the report.
     assert [(j["flags"]["job-name"], "array" in j["flags"]) for j in submitted] == [
         ("tiny_slurm:train", False), ("tiny_slurm:predict", False), ("tiny_slurm:report", False)]
-    assert submitted_keys(folder, submitted[0]) == [f"train {SYNTHETIC_NAME} {RESUNET_SHORT}__nnUNetPlans__2d fold_0"]
-    # The queue ran them in order, each through srun and submitit, on this machine.
-    assert [j["state"] for j in slurm.jobs] == ["COMPLETED"] * 3
-    train_job = submitit.SlurmJob(folder / "%j", submitted[0]["id"])
-    assert train_job.result() == "done"  # what StudyJob returned, read back by submitit through sacct's records
-    log = (study_workspace.model_dir(RESUNET_SHORT) / "fold_0" / "study_train.log").read_text()
-    assert "=== exit code 0 after" in log
-    report = study_workspace.nnunet.results / "studies" / "tiny_slurm" / SYNTHETIC_NAME
-    summary = json.loads((report / "summary.json").read_text())
-    assert {r["label"] for r in summary["runs"]} == {f"{t} nnUNetPlans 2d ({s})" for t in (DEFAULT_SHORT, RESUNET_SHORT)
+    assert submitted_keys(folder, submitted[0]) == [f"train {SYNTHETIC_NAME} {REQUEUED}__nnUNetPlans__2d fold_0"]
+    # The queue ran them in order, each through srun and submitit, on this machine; the training twice.
+    train, predict, report = slurm.jobs
+    assert [j["state"] for j in (train, predict, report)] == ["COMPLETED"] * 3
+    assert train["time_limit_reached"] and train.get("requeues") == 1
+    assert submitit.SlurmJob(folder / "%j", train["id"]).result() == "done"  # what StudyJob returned, via sacct
+    attempts = (run_folder / "study_train.log").read_text().split("=== nnUNetv2_resunet_study")[1:]
+    commands = [a.splitlines()[1] for a in attempts]
+    assert len(commands) == 2 and "--c" not in commands[0] and commands[1].endswith("-device cpu --c"), commands
+    assert re.search(r"=== exit code -?\d+ after", attempts[0])  # the first attempt's nnU-Net was stopped, logged
+    assert "=== exit code 0 after" in attempts[1]
+    assert (run_folder / "checkpoint_final.pth").is_file() and (run_folder / "validation" / "summary.json").is_file()
+    newest = max(run_folder.glob("training_log_*.txt"), key=lambda p: p.stat().st_mtime)
+    epochs = [int(e) for e in re.findall(r": Epoch (\d+)\s*$", newest.read_text(), flags=re.MULTILINE)]
+    assert epochs and epochs[0] >= 1  # resumed after the checkpointed epoch, not from epoch 0
+    stderr = "".join(p.read_text() for p in folder.rglob("*_log.err"))
+    assert "Caught signal SIGUSR2" in stderr and "this job is timed-out" in stderr
+    report_folder = study_workspace.nnunet.results / "studies" / "tiny_slurm" / SYNTHETIC_NAME
+    summary = json.loads((report_folder / "summary.json").read_text())
+    assert {r["label"] for r in summary["runs"]} == {f"{t} nnUNetPlans 2d ({s})" for t in (DEFAULT_SHORT, REQUEUED)
                                                     for s in ("cv", "test")}
     # Everything done: a resubmission submits nothing.
     assert "nothing to submit" in study_cli("submit", study, "-slurm_folder", folder, env=env)[1]
@@ -288,37 +300,6 @@ def test_submit_without_slurm_says_so(study_workspace, local_study, study_cli):
     code, _, err = study_cli("submit", local_study, env=env, check=False)
     assert code == 2
     assert "submit needs SLURM's sbatch and srun on PATH (missing: sbatch, srun)" in err
-
-
-def test_a_job_at_its_time_limit_is_requeued_and_resumes_with_c(study_workspace, local_study, study_cli, tmp_path):
-    """The training job reaches its time limit after its first checkpoint: SLURM signals it (USR2, as submitit asks),
-    submitit checkpoints the StudyJob (it is Checkpointable) and requeues it with scontrol; the job runs again and
-    the study resumes the fold with --c from that checkpoint instead of starting over."""
-    slurm = FakeSlurm(tmp_path / "bin")
-    fold = 4  # of its own: the local tests use folds 0-3 of this trainer
-    study = write_study(study_workspace.studies, "requeued", [RESUMABLE], folds=[fold],
-                        dataset_lines='test_images = ""')
-    run_folder = study_workspace.model_dir(RESUMABLE) / f"fold_{fold}"
-    env = {**slurm.env(study_workspace.env),
-           "FAKE_SLURM_TIME_LIMIT": f"requeued:train={run_folder / 'checkpoint_latest.pth'}"}
-    folder = tmp_path / "submitit"
-    # One minute: submitit then counts any signal as the time limit (not a preemption) when it arrives.
-    study_cli("submit", study, "-time", "1", "-slurm_folder", folder, env=env)
-    slurm.run_queue()
-    train, report = slurm.jobs
-    assert train["flags"]["job-name"] == "requeued:train" and train["time_limit_reached"]
-    assert train.get("requeues") == 1 and train["state"] == "COMPLETED" and report["state"] == "COMPLETED"
-    assert submitit.SlurmJob(folder / "%j", train["id"]).result() == "done"
-    attempts = (run_folder / "study_train.log").read_text().split("=== nnUNetv2_resunet_study")[1:]
-    commands = [a.splitlines()[1] for a in attempts]
-    assert len(commands) == 2 and "--c" not in commands[0] and commands[1].endswith("-device cpu --c"), commands
-    assert re.search(r"=== exit code -?\d+ after", attempts[0])  # the first attempt's nnU-Net was stopped, logged
-    assert (run_folder / "checkpoint_final.pth").is_file() and (run_folder / "validation" / "summary.json").is_file()
-    newest = max(run_folder.glob("training_log_*.txt"), key=lambda p: p.stat().st_mtime)
-    epochs = [int(e) for e in re.findall(r": Epoch (\d+)\s*$", newest.read_text(), flags=re.MULTILINE)]
-    assert epochs and epochs[0] >= 1  # resumed after the checkpointed epoch, not from epoch 0
-    stderr = "".join(p.read_text() for p in folder.rglob("*_log.err"))
-    assert "Caught signal SIGUSR2" in stderr and "this job is timed-out" in stderr
 
 
 def test_a_second_submit_before_the_jobs_start_submits_nothing_twice(study_workspace, study_cli, tmp_path):
