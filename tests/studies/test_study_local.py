@@ -8,6 +8,7 @@ import os
 import re
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -19,6 +20,11 @@ from nnunet_workspace import SYNTHETIC_NAME, console_script, process_alive
 from nnunetv2_resunet.studies import cli
 from nnunetv2_resunet.studies.locks import RunLock, read_lock
 from nnunetv2_resunet.studies.state import checkpoint_problem
+
+# Exec the command as a terminal's shell starts one: SIGINT at its default and no signal blocked, whatever the
+# process running the tests inherited (Python installs its KeyboardInterrupt handler only over the default).
+AS_FROM_A_TERMINAL = ("import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
+                      "signal.pthread_sigmask(signal.SIG_SETMASK, []); os.execv(sys.argv[1], sys.argv[1:])")
 
 
 def signal_dispositions(pid: int) -> dict[str, str]:
@@ -209,8 +215,9 @@ def test_sigterm_or_ctrl_c_stops_the_study_and_its_nnunet_process(study_workspac
     run_folder = study_workspace.model_dir(RESUMABLE) / f"fold_{fold}"
     lock_file, log_file = run_folder / "study_train.lock", run_folder / "study_train.log"
     command = [*console_script("nnUNetv2_resunet_study"), "run", str(study), "-device", "cpu", "-np", "1"]
-    process = subprocess.Popen(command, env=study_workspace.env, cwd=study_workspace.studies, start_new_session=True,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen([sys.executable, "-c", AS_FROM_A_TERMINAL, *command], env=study_workspace.env,
+                               cwd=study_workspace.studies, start_new_session=True, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 300
         while (holder := read_lock(lock_file)) is None or len(holder.pids) < 2:  # our pid and nnU-Net's
@@ -219,9 +226,9 @@ def test_sigterm_or_ctrl_c_stops_the_study_and_its_nnunet_process(study_workspac
             time.sleep(0.1)
         nnunet_pid = holder.pids[1]
         time.sleep(0.5)  # into nnU-Net's start-up
-        # Should the signal go unheeded, the failure shows how both processes stood towards it when it was sent.
-        dispositions = {name: signal_dispositions(pid) for name, pid in (("study", process.pid),
-                                                                          ("nnU-Net", nnunet_pid))}
+        # Should the signal go unheeded, the failure shows how the processes stood towards it when it was sent.
+        dispositions = {name: signal_dispositions(pid) for name, pid in (
+            ("study", process.pid), ("nnU-Net", nnunet_pid), ("this test", os.getpid()))}
         if how == "SIGTERM":
             process.send_signal(signal.SIGTERM)
         else:
