@@ -31,19 +31,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from dynamic_network_architectures.initialization.weight_init import InitWeights_He
-from timm.models.pvt_v2 import Block as PvtBlock
-from timm.models.swin_transformer import SwinTransformerBlock
-from timm.models.vision_transformer import Block as VitBlock
 from torch import nn
 
 from nnunetv2_resunet.architectures.base import SegmentationNetwork
 from nnunetv2_resunet.architectures.decoders.emcad import EMCADDecoder
 from nnunetv2_resunet.architectures.decoders.resunet import ResUnetDecoder
-from nnunetv2_resunet.architectures.decoders.swin_unet import SwinUnetDecoder
 from nnunetv2_resunet.architectures.decoders.transunet import TransUNetDecoder
-from nnunetv2_resunet.architectures.encoders.swin import SwinEncoder
-from nnunetv2_resunet.architectures.encoders.timm import TimmEncoder
-from nnunetv2_resunet.architectures.encoders.vit_hybrid import ViTHybridEncoder
+
+# timm (and our modules built on it) is imported where a network needs it, not with this module: every nnU-Net
+# process that looks up one of our trainers imports this module, and importing timm's models costs a second.
 
 TAPS = ("features", "vit_hybrid", "swin")
 DECODERS = ("resunet", "transunet", "swin_unet", "emcad")
@@ -52,8 +48,22 @@ VIT_HYBRID_MODEL = "vit_base_r50_s16_224"
 # Where nnU-Net gives none (tests, tables): the papers' 224 x 224.
 DEFAULT_PATCH_SIZE = (224, 224)
 Args = tuple[tuple[str, object], ...]
-# What Primus's ablation removes: a transformer block (attention + MLP, with norms and residuals).
-TRANSFORMER_BLOCKS: tuple[type[nn.Module], ...] = (VitBlock, SwinTransformerBlock, PvtBlock)
+
+
+def transformer_blocks() -> tuple[type[nn.Module], ...]:
+    """What Primus's ablation removes: a transformer block (attention + MLP, with norms and residuals), as
+    ``TRANSFORMER_BLOCKS`` (this module's attribute, made on first use)."""
+    from timm.models.pvt_v2 import Block as PvtBlock
+    from timm.models.swin_transformer import SwinTransformerBlock
+    from timm.models.vision_transformer import Block as VitBlock
+
+    return VitBlock, SwinTransformerBlock, PvtBlock
+
+
+def __getattr__(name: str):
+    if name == "TRANSFORMER_BLOCKS":
+        return transformer_blocks()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @dataclass(frozen=True)
@@ -95,6 +105,10 @@ class TimmUNetConfig:
 
 def build_encoder(input_channels: int, config: TimmUNetConfig, patch_size: Sequence[int]) -> nn.Module:
     """The encoder ``config`` describes, taking ``input_channels`` (3 behind an RGB stem)."""
+    from nnunetv2_resunet.architectures.encoders.swin import SwinEncoder
+    from nnunetv2_resunet.architectures.encoders.timm import TimmEncoder
+    from nnunetv2_resunet.architectures.encoders.vit_hybrid import ViTHybridEncoder
+
     args = dict(config.encoder_args)
     if config.taps == "vit_hybrid":
         return ViTHybridEncoder(input_channels, patch_size)
@@ -110,6 +124,8 @@ def build_decoder(encoder: nn.Module, config: TimmUNetConfig, num_classes: int, 
     if config.decoder == "transunet":
         return TransUNetDecoder(encoder, num_classes, deep_supervision, **args)
     if config.decoder == "swin_unet":
+        from nnunetv2_resunet.architectures.decoders.swin_unet import SwinUnetDecoder
+
         return SwinUnetDecoder(encoder, num_classes, deep_supervision, depths=encoder.depths,
                                num_heads=encoder.num_heads, window_size=encoder.window_size,
                                patch_size=encoder.patch_size, **args)
@@ -178,9 +194,9 @@ class RemovedBlock(nn.Module):
 
 def remove_transformer_blocks(module: nn.Module) -> int:
     """Replace every :data:`TRANSFORMER_BLOCKS` module inside ``module`` by a :class:`RemovedBlock`; return how many."""
-    removed = 0
+    blocks, removed = transformer_blocks(), 0
     for name, child in list(module.named_children()):
-        if isinstance(child, TRANSFORMER_BLOCKS):
+        if isinstance(child, blocks):
             setattr(module, name, RemovedBlock())
             removed += 1
         else:

@@ -17,14 +17,11 @@ identity) takes the same file as its original, less the blocks' tensors (reporte
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import replace
 
 from torch import nn
 
-from nnunetv2_resunet.architectures.encoders.resnet import ResNetEncoder
-from nnunetv2_resunet.architectures.encoders.swin import SwinEncoder
-from nnunetv2_resunet.architectures.encoders.timm import TimmEncoder
-from nnunetv2_resunet.architectures.encoders.vit_hybrid import ViTHybridEncoder
 from nnunetv2_resunet.architectures.pretrained.common import (
     LoadReport,
     PretrainedWeightsError,
@@ -32,32 +29,44 @@ from nnunetv2_resunet.architectures.pretrained.common import (
     finish,
     read_weights_file,
 )
-from nnunetv2_resunet.architectures.pretrained.resnet import load_resnet, load_torchvision_resnet
-from nnunetv2_resunet.architectures.pretrained.swin import load_microsoft_swin
-from nnunetv2_resunet.architectures.pretrained.timm_features import load_timm_checkpoint
-from nnunetv2_resunet.architectures.pretrained.vit_hybrid import load_google_vit_hybrid
+from nnunetv2_resunet.architectures.pretrained.resnet import load_torchvision_resnet
 from nnunetv2_resunet.architectures.timm_unet import TimmUNet
 
-# The loader and the file the authors released, by the encoder class a network has.
-LOADERS = {
-    ResNetEncoder: (load_resnet, "torchvision's ImageNet ResNet of the encoder's depth, e.g. resnet34-b627a593.pth"),
-    ViTHybridEncoder: (load_google_vit_hybrid, "Google's R50+ViT-B_16.npz (ImageNet-21k)"),
-    SwinEncoder: (load_microsoft_swin, "Microsoft's swin_tiny_patch4_window7_224.pth"),
-    TimmEncoder: (load_timm_checkpoint, "the timm model's checkpoint, e.g. pvt_v2_b2.pth (whai362/PVT)"),
+_ENCODERS = "nnunetv2_resunet.architectures.encoders"
+_LOADERS = "nnunetv2_resunet.architectures.pretrained"
+# The loader and the file the authors released, by the encoder class a network has (module and name: the modules
+# of timm's encoders import timm, which a ResNet network should not pay for; a network's own encoder module is
+# imported already).
+PUBLISHED: dict[tuple[str, str], tuple[str, str, str]] = {
+    (f"{_ENCODERS}.resnet", "ResNetEncoder"): (
+        f"{_LOADERS}.resnet", "load_resnet",
+        "torchvision's ImageNet ResNet of the encoder's depth, e.g. resnet34-b627a593.pth"),
+    (f"{_ENCODERS}.vit_hybrid", "ViTHybridEncoder"): (
+        f"{_LOADERS}.vit_hybrid", "load_google_vit_hybrid", "Google's R50+ViT-B_16.npz (ImageNet-21k)"),
+    (f"{_ENCODERS}.swin", "SwinEncoder"): (
+        f"{_LOADERS}.swin", "load_microsoft_swin", "Microsoft's swin_tiny_patch4_window7_224.pth"),
+    (f"{_ENCODERS}.timm", "TimmEncoder"): (
+        f"{_LOADERS}.timm_features", "load_timm_checkpoint",
+        "the timm model's checkpoint, e.g. pvt_v2_b2.pth (whai362/PVT)"),
 }
 
-__all__ = ["LOADERS", "LoadReport", "PretrainedWeightsError", "adapt_input_conv", "expected_file",
+__all__ = ["PUBLISHED", "LoadReport", "PretrainedWeightsError", "adapt_input_conv", "expected_file",
            "has_pretrained_encoder", "load_published_weights", "load_torchvision_resnet", "read_weights_file"]
+
+
+def _published(network: nn.Module) -> tuple[str, str, str] | None:
+    encoder = type(getattr(network, "encoder", None))
+    return PUBLISHED.get((encoder.__module__, encoder.__qualname__))
 
 
 def has_pretrained_encoder(network: nn.Module) -> bool:
     """Whether the network's encoder is one published weights exist for."""
-    return type(getattr(network, "encoder", None)) in LOADERS
+    return _published(network) is not None
 
 
 def expected_file(network: nn.Module) -> str:
     """The published file the network's encoder starts from (for messages)."""
-    return LOADERS[type(network.encoder)][1]
+    return _published(network)[2]
 
 
 def load_published_weights(network: nn.Module, path: str) -> LoadReport:
@@ -68,11 +77,11 @@ def load_published_weights(network: nn.Module, path: str) -> LoadReport:
     """
     if not has_pretrained_encoder(network):
         raise PretrainedWeightsError(f"{type(network).__name__} has no encoder that published weights exist for "
-                                     f"(encoders with weights: {', '.join(c.__name__ for c in LOADERS)})")
+                                     f"(encoders with weights: {', '.join(name for _, name in PUBLISHED)})")
     if isinstance(network, TimmUNet) and not network.config.transformer_blocks:
         return _load_beside_removed_blocks(network, path)
-    loader, _ = LOADERS[type(network.encoder)]
-    return loader(network, read_weights_file(path), path)
+    module, loader, _ = _published(network)
+    return getattr(importlib.import_module(module), loader)(network, read_weights_file(path), path)
 
 
 def _load_beside_removed_blocks(network: TimmUNet, path: str) -> LoadReport:
