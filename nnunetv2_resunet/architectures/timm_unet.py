@@ -51,19 +51,12 @@ Args = tuple[tuple[str, object], ...]
 
 
 def transformer_blocks() -> tuple[type[nn.Module], ...]:
-    """What Primus's ablation removes: a transformer block (attention + MLP, with norms and residuals), as
-    ``TRANSFORMER_BLOCKS`` (this module's attribute, made on first use)."""
+    """What Primus's ablation removes: a transformer block (attention + MLP, with norms and residuals)."""
     from timm.models.pvt_v2 import Block as PvtBlock
     from timm.models.swin_transformer import SwinTransformerBlock
     from timm.models.vision_transformer import Block as VitBlock
 
     return VitBlock, SwinTransformerBlock, PvtBlock
-
-
-def __getattr__(name: str):
-    if name == "TRANSFORMER_BLOCKS":
-        return transformer_blocks()
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @dataclass(frozen=True)
@@ -193,12 +186,18 @@ class RemovedBlock(nn.Module):
 
 
 def remove_transformer_blocks(module: nn.Module) -> int:
-    """Replace every :data:`TRANSFORMER_BLOCKS` module inside ``module`` by a :class:`RemovedBlock`; return how many."""
-    blocks, removed = transformer_blocks(), 0
-    for name, child in list(module.named_children()):
-        if isinstance(child, blocks):
-            setattr(module, name, RemovedBlock())
-            removed += 1
-        else:
-            removed += remove_transformer_blocks(child)
-    return removed
+    """Replace every :func:`transformer_blocks` module inside ``module`` by a :class:`RemovedBlock`; return how
+    many."""
+    blocks = transformer_blocks()
+
+    def remove(parent: nn.Module) -> int:
+        removed = 0
+        for name, child in list(parent.named_children()):
+            if isinstance(child, blocks):
+                setattr(parent, name, RemovedBlock())
+                removed += 1
+            else:
+                removed += remove(child)
+        return removed
+
+    return remove(module)

@@ -227,13 +227,14 @@ def test_no_transformer_blocks_removes_the_blocks_and_nothing_else(name):
     """Primus's ablation: the state dict is the original's without exactly the keys of its transformer blocks
     (attention + MLP, with their norms), every other tensor the same; no transformer block is left."""
     from nnunetv2_resunet.architectures.configs.transformers import NO_TRANSFORMER_BLOCKS
-    from nnunetv2_resunet.architectures.timm_unet import TRANSFORMER_BLOCKS, RemovedBlock
+    from nnunetv2_resunet.architectures.timm_unet import RemovedBlock, transformer_blocks
 
     with torch.device("meta"):
         original = build_network(TRANSFORMERS[name], 1, 9, deep_supervision=True)
         ablated = build_network(NO_TRANSFORMER_BLOCKS[f"{name}_no_transformer_blocks"], 1, 9, deep_supervision=True)
-    blocks = [prefix for prefix, module in original.named_modules() if isinstance(module, TRANSFORMER_BLOCKS)]
-    assert blocks and not any(isinstance(m, TRANSFORMER_BLOCKS) for m in ablated.modules())
+    block_types = transformer_blocks()
+    blocks = [prefix for prefix, module in original.named_modules() if isinstance(module, block_types)]
+    assert blocks and not any(isinstance(m, block_types) for m in ablated.modules())
     assert [p for p, m in ablated.named_modules() if isinstance(m, RemovedBlock)] == blocks
     kept = {k: v.shape for k, v in original.state_dict().items() if not any(k.startswith(b + ".") for b in blocks)}
     assert {k: v.shape for k, v in ablated.state_dict().items()} == kept
@@ -247,7 +248,7 @@ def test_no_transformer_blocks_computes_the_original_with_identity_blocks():
     every block passes its input through."""
     import copy
 
-    from nnunetv2_resunet.architectures.timm_unet import TRANSFORMER_BLOCKS, remove_transformer_blocks
+    from nnunetv2_resunet.architectures.timm_unet import remove_transformer_blocks, transformer_blocks
 
     torch.manual_seed(0)
     original = build_network(TRANSFORMERS["swin_unet"], 1, 3, patch_size=(64, 64)).eval()
@@ -257,7 +258,7 @@ def test_no_transformer_blocks_computes_the_original_with_identity_blocks():
     with torch.no_grad():
         with_blocks = original(x)
         for module in original.modules():
-            if isinstance(module, TRANSFORMER_BLOCKS):
+            if isinstance(module, transformer_blocks()):
                 module.register_forward_hook(lambda m, inputs, output: inputs[0])
         torch.testing.assert_close(ablated(x), original(x))
     assert not torch.allclose(with_blocks, ablated(x))  # the blocks did something in the original
