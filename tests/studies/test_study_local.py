@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import ABLATION_SHORT, DEFAULT_SHORT, RESUMABLE, RESUNET_SHORT, V1_SHORT, write_study
+from conftest import ABLATION_SHORT, CLI_EXTRA, DEFAULT_SHORT, RESUMABLE, RESUNET_SHORT, V1_SHORT, write_study
 from nnunet_workspace import SYNTHETIC_NAME, console_script, process_alive
 
 from nnunetv2_resunet.studies import cli
@@ -148,7 +148,7 @@ def test_a_killed_training_resumes_and_a_cut_short_checkpoint_is_reported(study_
     study = write_study(study_workspace.studies, "resume", [RESUMABLE], dataset_lines='test_images = ""',
                         model_lines=with_weights)
     fold0 = study_workspace.model_dir(RESUMABLE) / "fold_0"
-    command = [*console_script("nnUNetv2_resunet_study"), "run", str(study), "-device", "cpu", "-np", "1"]
+    command = [*console_script("nnUNetv2_resunet_study"), "run", str(study), *CLI_EXTRA["run"]]
     process = subprocess.Popen(command, env=study_workspace.env, cwd=study_workspace.studies, start_new_session=True,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     latest = fold0 / "checkpoint_latest.pth"
@@ -214,7 +214,7 @@ def test_sigterm_or_ctrl_c_stops_the_study_and_its_nnunet_process(study_workspac
                         dataset_lines='test_images = ""')
     run_folder = study_workspace.model_dir(RESUMABLE) / f"fold_{fold}"
     lock_file, log_file = run_folder / "study_train.lock", run_folder / "study_train.log"
-    command = [*console_script("nnUNetv2_resunet_study"), "run", str(study), "-device", "cpu", "-np", "1"]
+    command = [*console_script("nnUNetv2_resunet_study"), "run", str(study), *CLI_EXTRA["run"]]
     process = subprocess.Popen([sys.executable, "-c", AS_FROM_A_TERMINAL, *command], env=study_workspace.env,
                                cwd=study_workspace.studies, start_new_session=True, stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True)
