@@ -45,9 +45,10 @@ def build_parser() -> argparse.ArgumentParser:
         if name in ("plan", "run", "submit"):
             sub.add_argument("-device", default="cuda", choices=["cuda", "cpu", "mps"],
                              help="nnU-Net's -device for training and prediction (default cuda)")
-            sub.add_argument("-np", dest="num_processes", type=int, default=None,
+            sub.add_argument("-np", dest="num_processes", type=process_count, default=None,
                              help="processes for preprocessing, prediction and the report (default: nnU-Net's, "
-                                  "$nnUNet_def_n_proc or 8)")
+                                  "$nnUNet_def_n_proc or 8); 0: prediction in nnU-Net's sequential mode "
+                                  "(-npp 0 -nps 0) and the report without worker processes, preprocessing with one")
         if name == "run":
             sub.add_argument("-gpus", nargs="+", default=None, metavar="ID",
                              help="run one run per listed GPU at a time (CUDA_VISIBLE_DEVICES=ID each)")
@@ -71,12 +72,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def process_count(text: str) -> int:
+    """``-np``: a whole number, 0 or more."""
+    try:
+        count = int(text)
+    except ValueError:
+        count = -1
+    if count < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of processes (0 or more)")
+    return count
+
+
 def options_from(args: argparse.Namespace):
     from nnunetv2.configuration import default_num_processes
 
     from nnunetv2_resunet.studies.execute import Options
 
-    return Options(device=args.device, num_processes=args.num_processes or default_num_processes)
+    return Options(device=args.device,
+                   num_processes=default_num_processes if args.num_processes is None else args.num_processes)
 
 
 def plan_text(study: Study, runs: list, states: dict, folders: NnUNetFolders, options) -> str:

@@ -47,7 +47,13 @@ class Options:
     """How runs execute: nnU-Net's ``-device`` and process counts, and where the study came from."""
 
     device: str = "cuda"
-    num_processes: int = 8  # nnU-Net's -np / -npfp for preprocessing and the report; -npp / -nps for prediction
+    # nnU-Net's -npp / -nps for prediction (0: its sequential mode), -np for the report (0 or 1: no worker
+    # processes), -np / -npfp for preprocessing (at least 1: nnU-Net's preprocessing has no sequential mode).
+    num_processes: int = 8
+
+    @property
+    def preprocessing_processes(self) -> int:
+        return max(1, self.num_processes)
 
 
 def console_command(name: str) -> list[str]:
@@ -73,7 +79,7 @@ def preprocess_command(run: Run, folders: NnUNetFolders, options: Options) -> li
     configurations whose data are missing; None when nothing is. Planning and preparing are separate commands because
     nnU-Net's ResEnc plans (and ours) share the default plans' 2d and 3d_fullres data: planning them must not
     rewrite data that other runs may be training on (nnU-Net's resenc_presets.md: plan only)."""
-    np_args = ["-np", str(options.num_processes)]
+    np_args = ["-np", str(options.preprocessing_processes)]
     missing = None
     if (run.folder / f"{run.plans}.json").is_file():
         num_training = json.loads((folders.raw / run.dataset / "dataset.json").read_text())["numTraining"]
@@ -83,8 +89,8 @@ def preprocess_command(run: Run, folders: NnUNetFolders, options: Options) -> li
             return None
         return ["nnUNetv2_preprocess", "-d", str(run.dataset_id), "-plans_name", run.plans,
                 "-c", *missing, *np_args]
-    common = ["-d", str(run.dataset_id), *np_args, "-npfp", str(options.num_processes), "--verify_dataset_integrity",
-              "--no_pp"]
+    common = ["-d", str(run.dataset_id), *np_args, "-npfp", str(options.preprocessing_processes),
+              "--verify_dataset_integrity", "--no_pp"]
     planner, default_plans = PLANNERS[run.planner]
     if planner is None:  # ours
         target = run.gpu_memory_target if run.gpu_memory_target is not None else 8

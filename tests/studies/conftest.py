@@ -39,8 +39,9 @@ repeats = 2
 configuration = "2d"
 trainers = ["{ABLATION_SHORT}"]
 """
-# What every study command of the tests adds: CPU, one worker per nnU-Net step.
-CLI_EXTRA = {command: ("-device", "cpu", "-np", "1") for command in ("run", "plan", "submit")}
+# What every study command of the tests adds: CPU, and no worker processes where nnU-Net can do without them
+# (prediction in nnU-Net's sequential mode, the report without a pool; preprocessing with one).
+CLI_EXTRA = {command: ("-device", "cpu", "-np", "0") for command in ("run", "plan", "submit")}
 # 3 epochs of 2 iterations with a checkpoint after every epoch, to be killed mid-training.
 RESUMABLE = "ResUnetTrainer_v0_1_resumable"
 # The same, for the SLURM study beside the local one (its fold 0 is the local kill-and-resume test's).

@@ -232,6 +232,42 @@ def test_fold_all_goes_through_to_the_report(nnunet_folders, tmp_path):
     assert build_parser().parse_args(commands["report"][1:]).folds == ["all"]
 
 
+@pytest.mark.parametrize("np_arg, preprocessing, prediction, report", [
+    ("3", "3", "3", "3"),
+    ("0", "1", "0", "0"),  # nnU-Net's sequential prediction; its preprocessing needs a worker
+])
+def test_np_sets_nnunets_process_counts_and_0_means_no_workers(nnunet_folders, tmp_path, np_arg, preprocessing,
+                                                               prediction, report):
+    """``-np N`` (``run``, ``plan``, ``submit``) gives N to preprocessing (-np, -npfp), prediction (-npp, -nps) and the
+    report (-np); ``-np 0`` runs prediction in nnU-Net's sequential mode and the report without workers, and
+    preprocesses with one worker (nnU-Net's preprocessing has no sequential mode). A negative count is refused."""
+    from nnunetv2_resunet.studies.execute import command_for
+    from nnunetv2_resunet.studies.state import RunState, Status
+
+    fake_dataset(nnunet_folders / "raw", "Dataset901_Tiny")
+    (nnunet_folders / "raw" / "Dataset901_Tiny" / "imagesTs").mkdir()
+    path = tmp_path / "np.toml"
+    path.write_text('name = "np"\n[[datasets]]\nid = 901\n[[models]]\nconfiguration = "2d"\n'
+                    'trainers = ["nnUNetTrainer"]\n')
+    options = cli.options_from(cli.build_parser().parse_args(["run", str(path), "-device", "cpu", "-np", np_arg]))
+    study = load_study(path)
+    folders = NnUNetFolders.from_environment(study)
+    runs = build_runs(study, folders)
+    states = {r.key: RunState(Status.DONE if r.stage != "report" else Status.WAITING) for r in runs}
+    commands = {r.stage: command_for(r, runs, states, folders, options) for r in runs}
+
+    def value(stage: str, flag: str) -> str:
+        return commands[stage][commands[stage].index(flag) + 1]
+
+    assert commands["preprocess"][0] == "nnUNetv2_plan_and_preprocess"
+    assert value("preprocess", "-np") == value("preprocess", "-npfp") == preprocessing
+    assert value("predict", "-npp") == value("predict", "-nps") == prediction
+    assert value("report", "-np") == report
+    with pytest.raises(SystemExit) as refused:
+        cli.build_parser().parse_args(["run", str(path), "-np", "-1"])
+    assert refused.value.code == 2
+
+
 def test_reports_go_beside_nnunets_results_and_a_chosen_folder_is_found_again(nnunet_folders, tmp_path, monkeypatch):
     """Without -o, reports go to $nnUNet_results/studies/<study>/ whatever the current folder; a run with -o DIR
     records DIR there, so a later status without -o finds the reports, until -o names the default again."""
