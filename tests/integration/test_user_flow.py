@@ -40,7 +40,8 @@ def test_training_writes_checkpoint_and_validation(trained_resunet):
 def test_predict_with_trained_resunet(nnunet_workspace, trained_resunet, tmp_path):
     images = nnunet_workspace.raw / SYNTHETIC_NAME / "imagesTs"
     nnunet_workspace.run("nnUNetv2_predict", "-i", images, "-o", tmp_path, "-d", SYNTHETIC_ID, "-c", "2d",
-                         "-tr", "ResUnetTrainer_short", "-f", "0", "-device", "cpu", "--disable_progress_bar")
+                         "-tr", "ResUnetTrainer_short", "-f", "0", "-device", "cpu", "--disable_progress_bar",
+                         "-npp", "1", "-nps", "1")  # nnU-Net's worker processes (one each: 2 images), as users run it
     for image_file in sorted(images.glob("*_0000.nii.gz")):
         prediction_file = tmp_path / image_file.name.replace("_0000.nii.gz", ".nii.gz")
         assert prediction_file.is_file(), f"no prediction for {image_file.name}"
