@@ -246,6 +246,21 @@ def console_script(name: str) -> list[str]:
                                   f"sys.exit({function}())"]
 
 
+def processes_running(argument: str) -> list[int]:
+    """The live processes (not zombies) with ``argument`` among their command-line arguments, from /proc (Linux)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            arguments = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if argument.encode() in arguments and process_alive(int(entry.name)):
+            found.append(int(entry.name))
+    return found
+
+
 def process_alive(pid: int) -> bool:
     """Whether process ``pid`` exists and is not a zombie (killed, not yet reaped), from /proc (Linux)."""
     try:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -222,16 +223,46 @@ def _run_logged(run: Run, command: list[str], extra_env: dict[str, str], lock: R
             code = process.wait()
         finally:
             if code is None:  # interrupted (Ctrl-C, SLURM's time limit, a stop request): stop nnU-Net too
-                process.terminate()
+                stop_process_tree(process)
                 try:
                     code = process.wait(TERMINATE_GRACE_S)
                 except subprocess.TimeoutExpired:
-                    process.kill()
+                    stop_process_tree(process, signal.SIGKILL)
                     code = process.wait()
             seconds = time.monotonic() - started
             log.write(f"\n=== exit code {code} after {seconds:.1f} s (finished "
                       f"{datetime.now().isoformat(timespec='seconds')})\n")
     return code, seconds
+
+
+def stop_process_tree(process: subprocess.Popen, signum: int = signal.SIGTERM) -> None:
+    """Send ``signum`` to ``process`` and then to every process it started. nnU-Net's data-augmentation workers
+    (batchgenerators' daemon processes) outlive a trainer killed by a signal (only its normal exit stops them): left
+    alone, they poll forever, reparented to init, holding their batches in shared memory."""
+    descendants = process_descendants(process.pid)
+    process.send_signal(signum)
+    for pid in descendants:
+        try:
+            os.kill(pid, signum)
+        except (ProcessLookupError, PermissionError):  # ended meanwhile (its pid is not reused this soon)
+            pass
+
+
+def process_descendants(pid: int) -> list[int]:
+    """The children of process ``pid``, their children, and so on, from /proc (Linux; none found elsewhere)."""
+    parents: dict[int, list[int]] = {}
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        parents.setdefault(parent, []).append(int(entry.name))
+    found, frontier = [], [pid]
+    while frontier:
+        children = parents.get(frontier.pop(), [])
+        found += children
+        frontier += children
+    return found
 
 
 def _write_study_record(study: Study, runs: list[Run], states: dict[str, RunState], folders: NnUNetFolders) -> None:

@@ -14,7 +14,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 
 from tqdm import tqdm
 
-from nnunetv2_resunet.studies.execute import Options, execute_run
+from nnunetv2_resunet.studies.execute import Options, execute_run, stop_process_tree
 from nnunetv2_resunet.studies.progress import display_path, wall_time
 from nnunetv2_resunet.studies.runs import NnUNetFolders, Run
 from nnunetv2_resunet.studies.state import RunState, Status, ready, study_states
@@ -109,7 +109,7 @@ def run_study(study: Study, runs: list[Run], folders: NnUNetFolders, options: Op
             except BaseException:
                 with lock:  # before the pool waits for its threads: they wait for these processes
                     for process in children.values():
-                        process.terminate()  # execute_run then logs the exit and releases the lock
+                        stop_process_tree(process)  # execute_run then logs the exit and releases the lock
                 raise
     finally:
         bar.close()

@@ -18,6 +18,7 @@ from conftest import ABLATION_SHORT, CLI_EXTRA, DEFAULT_SHORT, RESUMABLE, RESUNE
 from nnunet_workspace import SYNTHETIC_NAME, console_script, process_alive
 
 from nnunetv2_resunet.studies import cli
+from nnunetv2_resunet.studies.execute import process_descendants
 from nnunetv2_resunet.studies.locks import RunLock, read_lock
 from nnunetv2_resunet.studies.state import checkpoint_problem
 
@@ -213,9 +214,10 @@ def test_a_killed_training_resumes_and_a_cut_short_checkpoint_is_reported(study_
 
 @pytest.mark.parametrize("how", ["SIGTERM", "Ctrl-C"])
 def test_sigterm_or_ctrl_c_stops_the_study_and_its_nnunet_process(study_workspace, local_study, study_cli, how):
-    """``kill`` (SIGTERM, to our process only) or Ctrl-C (SIGINT, to the terminal's whole process group): the study
-    stops the nnU-Net training it started, writes its exit to the run's log, releases the run's lock and exits with
-    128 + the signal, saying so in one line."""
+    """``kill`` (SIGTERM, to our process only; once nnU-Net trains) or Ctrl-C (SIGINT, to the terminal's whole process
+    group; during nnU-Net's start-up): the study stops the nnU-Net training it started, with its data-augmentation
+    workers, writes its exit to the run's log, releases the run's lock and exits with 128 + the signal, saying so in
+    one line."""
     fold = {"SIGTERM": 2, "Ctrl-C": 3}[how]  # folds of their own: the killed-training test uses 0 and 1
     study = write_study(study_workspace.studies, f"stopped_{fold}", [RESUMABLE], folds=[fold],
                         dataset_lines='test_images = ""')
@@ -232,7 +234,14 @@ def test_sigterm_or_ctrl_c_stops_the_study_and_its_nnunet_process(study_workspac
             assert time.monotonic() < deadline, "nnU-Net's training never started"
             time.sleep(0.1)
         nnunet_pid = holder.pids[1]
-        time.sleep(0.5)  # into nnU-Net's start-up
+        workers = []
+        if how == "SIGTERM":  # into training: nnU-Net has started its data-augmentation workers
+            while not (workers := process_descendants(nnunet_pid)):
+                assert process.poll() is None, process.communicate(timeout=30)
+                assert time.monotonic() < deadline, "nnU-Net started no worker"
+                time.sleep(0.1)
+        else:
+            time.sleep(0.5)  # into nnU-Net's start-up
         # Should the signal go unheeded, the failure shows how the processes stood towards it when it was sent.
         dispositions = {name: signal_dispositions(pid) for name, pid in (
             ("study", process.pid), ("nnU-Net", nnunet_pid), ("this test", os.getpid()))}
@@ -251,10 +260,11 @@ def test_sigterm_or_ctrl_c_stops_the_study_and_its_nnunet_process(study_workspac
     if how == "Ctrl-C":
         assert "nnUNetv2_resunet_study: interrupted (Ctrl-C)" in err
     for _ in range(100):  # the study waited for it, but a zombie may take a moment to be reaped by init
-        if not process_alive(nnunet_pid):
+        if not any(map(process_alive, [nnunet_pid, *workers])):
             break
         time.sleep(0.1)
     assert not process_alive(nnunet_pid), "the nnU-Net process outlived the study"
+    assert not any(map(process_alive, workers)), "nnU-Net's data-augmentation workers outlived the study"
     assert re.search(r"=== exit code -?\d+ after [\d.]+ s \(finished", log_file.read_text().splitlines()[-1])
     assert not lock_file.exists()
     status = study_cli("status", study)[1]

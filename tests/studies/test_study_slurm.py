@@ -14,7 +14,7 @@ from pathlib import Path
 
 import submitit
 from conftest import DEFAULT_SHORT, REQUEUED, RESUMABLE, RESUNET_SHORT, write_study
-from nnunet_workspace import SYNTHETIC_NAME
+from nnunet_workspace import SYNTHETIC_NAME, processes_running
 
 FAKE_SLURM = r'''
 import json, os, re, shlex, signal, subprocess, sys, time, zipfile
@@ -279,6 +279,7 @@ def test_submitted_jobs_finish_what_is_missing_and_a_job_at_its_time_limit_resum
     commands = [a.splitlines()[1] for a in attempts]
     assert len(commands) == 2 and "--c" not in commands[0] and commands[1].endswith("-device cpu --c"), commands
     assert re.search(r"=== exit code -?\d+ after", attempts[0])  # the first attempt's nnU-Net was stopped, logged
+    assert processes_running(REQUEUED) == []  # ... with its data-augmentation workers (they outlive a SIGTERM)
     assert "=== exit code 0 after" in attempts[1]
     assert (run_folder / "checkpoint_final.pth").is_file() and (run_folder / "validation" / "summary.json").is_file()
     newest = max(run_folder.glob("training_log_*.txt"), key=lambda p: p.stat().st_mtime)
